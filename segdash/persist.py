@@ -1,0 +1,204 @@
+"""Model files: skops archives holding the estimator and the metadata to rebuild features.
+
+Never pickle: a pickle or joblib file runs code when loaded. A model file is a skops zip
+archive; loading lists the types it holds *before* creating any object and refuses every
+type outside an explicit trusted list (skops' defaults plus what installed classifier
+entries declare in ``trusted_types``).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from . import registry
+from ._version import __version__
+from .classes import classes_from_dicts
+from .errors import MissingPluginError, ModelFileError, PluginLoadError, UnknownNameError
+
+FORMAT = "segdash-model"
+FORMAT_VERSION = 1
+#: Model files larger than this are refused (bytes).
+MAX_MODEL_BYTES = 1_000_000_000
+
+_PICKLE_HINT = (
+    "pickle and joblib files are refused because loading them runs code; save models with "
+    "segdash (SegmentationModel.save) or download them from the dashboard"
+)
+
+
+def _entry_meta(reg: registry.Registry, name: str, settings: dict) -> dict[str, Any]:
+    info = reg.info(name)
+    return {"name": name, "settings": dict(settings),
+            "distribution": info.distribution, "version": info.version}
+
+
+def model_document(model: Any) -> dict[str, Any]:
+    """The dictionary a model file holds (estimator included)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "segdash_version": __version__,
+        "features": [
+            _entry_meta(registry.features, name, settings)
+            for name, settings in model.features.settings.items()
+        ],
+        "classifier": _entry_meta(registry.classifiers, model.classifier,
+                                  model.classifier_params),
+        "classes": [c.to_dict() for c in model.classes],
+        "n_channels": model.n_channels,
+        "feature_names": model.feature_names,
+        "estimator": model.estimator,
+    }
+
+
+def model_to_bytes(model: Any) -> bytes:
+    """Serialise ``model`` to the bytes of a skops model file."""
+    import skops.io as sio
+
+    return sio.dumps(model_document(model))
+
+
+def save_model(model: Any, path: str | Path) -> None:
+    """Write ``model`` to ``path`` (a ``.skops`` file)."""
+    Path(path).write_bytes(model_to_bytes(model))
+
+
+def trusted_types() -> set[str]:
+    """Type names, beyond skops' defaults, that installed classifiers declare they need."""
+    out: set[str] = set()
+    for entry in registry.classifiers.load_all().values():
+        out.update(getattr(entry, "trusted_types", ()) or ())
+    return out
+
+
+def _require(doc: dict, key: str, kind: type | tuple[type, ...]) -> Any:
+    if key not in doc or not isinstance(doc[key], kind):
+        raise ModelFileError(f"model file is damaged: {key!r} missing or of the wrong type")
+    return doc[key]
+
+
+def _entry(reg: registry.Registry, meta: dict, what: str) -> Any:
+    name = meta.get("name")
+    try:
+        return reg.get(name)
+    except UnknownNameError as exc:
+        dist = meta.get("distribution")
+        hint = (f"install the plugin package {dist!r} (version {meta.get('version')} made it)"
+                if dist and dist != "segdash" else "install the plugin that provides it")
+        raise MissingPluginError(
+            f"this model needs the {what} {name!r}, which is not installed: {hint}. "
+            f"Installed: {', '.join(reg.names()) or 'none'}"
+        ) from exc
+    except PluginLoadError as exc:
+        raise MissingPluginError(
+            f"this model needs the {what} {name!r}, whose plugin failed to load: {exc}"
+        ) from exc
+
+
+def model_from_bytes(data: bytes) -> Any:
+    """Load a model from the bytes of a model file, executing nothing in it.
+
+    Raises
+    ------
+    ModelFileError
+        Not a skops archive (pickle/joblib included), damaged, holding untrusted types, or
+        not a segdash model.
+    MissingPluginError
+        The model needs a feature extractor or classifier that is not installed.
+    """
+    import skops.io as sio
+
+    from .core import SegmentationModel
+    from .features import FeatureStack
+
+    if len(data) > MAX_MODEL_BYTES:
+        raise ModelFileError(f"model file too large ({len(data)} bytes)")
+    if data[:1] == b"\x80":  # every pickle of protocol 2+ starts with PROTO
+        raise ModelFileError(f"this is a pickle file, not a segdash model: {_PICKLE_HINT}")
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise ModelFileError(
+            "not a segdash model file (a model file is a skops zip archive); " + _PICKLE_HINT
+        )
+    try:
+        untrusted = set(sio.get_untrusted_types(data=data))
+    except Exception as exc:
+        raise ModelFileError(f"model file is damaged or not a skops archive: {exc}") from exc
+    refused = sorted(untrusted - trusted_types())
+    if refused:
+        raise ModelFileError(
+            "model file refused: it holds types segdash does not trust (" + ", ".join(refused)
+            + "); a model made by segdash holds only the estimator and plain metadata"
+        )
+    try:
+        doc = sio.loads(data, trusted=sorted(untrusted))
+    except Exception as exc:
+        raise ModelFileError(f"model file is damaged: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ModelFileError("not a segdash model file (a skops file of something else)")
+    if doc.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFileError(
+            f"model file format {doc.get('format_version')} is newer than this segdash "
+            f"({__version__}) reads: upgrade segdash"
+        )
+    feature_metas = _require(doc, "features", list)
+    clf_meta = _require(doc, "classifier", dict)
+    n_channels = _require(doc, "n_channels", int)
+    classes_raw = _require(doc, "classes", list)
+    estimator = doc.get("estimator")
+
+    for meta in feature_metas:
+        if not isinstance(meta, dict):
+            raise ModelFileError("model file is damaged: bad feature entry")
+        _entry(registry.features, meta, "feature extractor")
+    _entry(registry.classifiers, clf_meta, "classifier")
+    try:
+        stack = FeatureStack(
+            [m["name"] for m in feature_metas],
+            {m["name"]: dict(m.get("settings") or {}) for m in feature_metas},
+        )
+        classes = classes_from_dicts(classes_raw)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelFileError(f"model file is damaged: {exc}") from exc
+    if not (callable(getattr(estimator, "predict_proba", None))
+            and hasattr(estimator, "classes_")):
+        raise ModelFileError("model file is damaged: it holds no fitted classifier")
+    expected = len(stack.feature_names(n_channels))
+    n_in = getattr(estimator, "n_features_in_", expected)
+    if n_in != expected:
+        raise ModelFileError(
+            f"model file is inconsistent: the classifier expects {n_in} features but its "
+            f"feature settings make {expected} (was a plugin upgraded?)"
+        )
+    return SegmentationModel(
+        estimator, stack, clf_meta["name"], dict(clf_meta.get("settings") or {}),
+        n_channels, classes,
+        meta={k: doc.get(k) for k in ("segdash_version", "format_version")},
+    )
+
+
+def load_model(path: str | Path) -> Any:
+    """Load a model file written by :meth:`SegmentationModel.save`.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.skops`` model file.
+
+    Returns
+    -------
+    SegmentationModel
+
+    Raises
+    ------
+    ModelFileError
+        Refused or damaged file (see :func:`model_from_bytes`); MissingPluginError when a
+        plugin the model needs is not installed.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise ModelFileError(f"model file too large ({size} bytes)")
+    return model_from_bytes(path.read_bytes())

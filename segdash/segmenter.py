@@ -1,0 +1,371 @@
+"""One interactive session's state: image, classes, strokes, settings and results.
+
+:class:`Segmenter` is a :class:`param.Parameterized` with no dashboard import: the dashboard
+renders it and watches its output parameters; tests and notebooks drive it directly.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import param
+
+from . import registry
+from .classes import ClassInfo, default_class
+from .core import SegmentationModel, check_labels
+from .errors import SegdashError
+from .features import FeatureStack, n_channels
+from .strokes import Stroke, rasterize_strokes, strokes_from_json, strokes_to_json
+
+
+class Segmenter(param.Parameterized):
+    """Interactive segmentation of one image.
+
+    Inputs are the image, classes, strokes and the selected feature extractors and
+    classifier with their settings. Outputs are parameters others can watch: ``labels``
+    (painted mask), ``segmentation``, ``probabilities``, ``uncertainty``, ``model``,
+    ``status`` and ``error``. Features are cached per image and feature settings: a new
+    stroke retrains without recomputing them.
+    """
+
+    image = param.Array(default=None, doc="(H, W) or (H, W, C) image being segmented.")
+    classes = param.List(default=[], item_type=ClassInfo, doc="Classes users paint.")
+    strokes = param.List(default=[], item_type=Stroke, doc="Strokes, in painting order.")
+    features = param.List(default=["basic"], item_type=str,
+                          doc="Selected feature extractor names (features concatenated).")
+    classifier = param.String(default="random_forest", doc="Selected classifier name.")
+    live_update = param.Boolean(default=True, doc="Retrain after every change.")
+
+    labels = param.Array(default=None, doc="(H, W) uint16 painted mask, 0 = unlabelled.")
+    segmentation = param.Array(default=None, doc="(H, W) predicted class ids.")
+    probabilities = param.Array(default=None, doc="(H, W, K) float32 in model.classes_ order.")
+    uncertainty = param.Array(default=None, doc="(H, W) float32, 1 - max probability.")
+    model = param.ClassSelector(class_=SegmentationModel, default=None,
+                                doc="The last trained (or applied) model.")
+    status = param.String(default="", doc="What happened last, for the user.")
+    error = param.String(default="", doc="The last user error, empty when none.")
+    busy = param.Boolean(default=False, doc="Training or predicting is in progress.")
+    feature_computations = param.Integer(default=0, doc="Times features were computed.")
+
+    def __init__(self, image: Any = None, **params: Any) -> None:
+        params.setdefault("classes", [default_class(1), default_class(2)])
+        super().__init__(**params)
+        self._lock = threading.RLock()
+        self._generation = 0
+        self._redo: list[Stroke] = []
+        self._cache_key: tuple | None = None
+        self._cache: np.ndarray | None = None
+        self._image_token = 0
+        self._extractors: dict[str, param.Parameterized] = {}
+        #: How live retraining runs: called with a zero-argument function. The default runs
+        #: it at once; the dashboard hands it to a worker thread.
+        self.run_training: Callable[[Callable[[], Any]], Any] = lambda job: job()
+        self._classifiers: dict[str, param.Parameterized] = {}
+        if image is not None:
+            self.set_image(image)
+
+    # -- settings objects -------------------------------------------------------------
+
+    def extractor(self, name: str) -> param.Parameterized:
+        """The settings object of feature extractor ``name`` (kept across selections)."""
+        if name not in self._extractors:
+            obj = registry.features.get(name)()
+            obj.param.watch(self._on_settings, [p for p in obj.param if p != "name"])
+            self._extractors[name] = obj
+        return self._extractors[name]
+
+    def classifier_settings(self, name: str | None = None) -> param.Parameterized:
+        """The settings object of classifier ``name`` (default: the selected one)."""
+        name = name or self.classifier
+        if name not in self._classifiers:
+            obj = registry.classifiers.get(name)()
+            obj.param.watch(self._on_settings, [p for p in obj.param if p != "name"])
+            self._classifiers[name] = obj
+        return self._classifiers[name]
+
+    def feature_stack(self) -> FeatureStack:
+        """The selected extractors with their current settings."""
+        return FeatureStack.from_objects([(n, self.extractor(n)) for n in self.features])
+
+    def _on_settings(self, *events: Any) -> None:
+        self._retrain_if_live()
+
+    @param.depends("features", "classifier", watch=True)
+    def _on_selection(self) -> None:
+        try:
+            for name in self.features:
+                self.extractor(name)
+            self.classifier_settings()
+        except SegdashError as exc:
+            self.error = str(exc)
+            return
+        self._retrain_if_live()
+
+    @param.depends("live_update", watch=True)
+    def _on_live(self) -> None:
+        self._retrain_if_live()
+
+    # -- image ------------------------------------------------------------------------
+
+    def set_image(self, image: Any) -> None:
+        """Open a new image: strokes, results and cached features are cleared.
+
+        Raises
+        ------
+        ImageError
+            Not a 2-D or 3-D numeric array.
+        """
+        arr = np.asarray(image)
+        n_channels(arr)  # validates the shape
+        if arr.dtype.kind not in "uifb" or min(arr.shape[:2]) < 1:
+            from .errors import ImageError
+
+            raise ImageError(f"unsupported image: shape {arr.shape}, dtype {arr.dtype}")
+        with self._lock:
+            self._generation += 1
+            self._image_token += 1
+            self._cache_key = self._cache = None
+            self._redo.clear()
+            self.param.update(
+                image=arr, strokes=[], labels=np.zeros(arr.shape[:2], np.uint16),
+                segmentation=None, probabilities=None, uncertainty=None, error="",
+                status=f"opened a {arr.shape[1]}x{arr.shape[0]} image",
+            )
+        if self.model is not None and self.model.n_channels == n_channels(arr):
+            self.apply_model(self.model)
+
+    # -- classes ----------------------------------------------------------------------
+
+    def class_info(self, class_id: int) -> ClassInfo:
+        for c in self.classes:
+            if c.id == class_id:
+                return c
+        raise ValueError(f"no class with id {class_id}")
+
+    def add_class(self, name: str | None = None, color: str | None = None) -> ClassInfo:
+        """Add a class with the next free id; default name and colour from the palette."""
+        new_id = max([c.id for c in self.classes], default=0) + 1
+        base = default_class(new_id)
+        info = ClassInfo(new_id, name or base.name, color or base.color)
+        self.classes = [*self.classes, info]
+        return info
+
+    def remove_class(self, class_id: int) -> None:
+        """Remove a class and its strokes."""
+        self.class_info(class_id)
+        self.classes = [c for c in self.classes if c.id != class_id]
+        self._redo = [s for s in self._redo if s.label != class_id]
+        self._set_strokes([s for s in self.strokes if s.label != class_id])
+
+    def rename_class(self, class_id: int, name: str) -> None:
+        self._replace_class(class_id, name=name)
+
+    def recolor_class(self, class_id: int, color: str) -> None:
+        self._replace_class(class_id, color=color)
+
+    def _replace_class(self, class_id: int, **changes: Any) -> None:
+        old = self.class_info(class_id)
+        new = ClassInfo(class_id, changes.get("name", old.name), changes.get("color", old.color))
+        self.classes = [new if c.id == class_id else c for c in self.classes]
+        if self.model is not None:
+            self.model.classes = [new if c.id == class_id else c for c in self.model.classes]
+
+    # -- strokes ----------------------------------------------------------------------
+
+    def add_stroke(
+        self, xs: Sequence[float], ys: Sequence[float], label: int, width: float = 5.0
+    ) -> Stroke:
+        """Paint a stroke (x = column, y = row from the top, in image pixels).
+
+        Raises
+        ------
+        ValueError
+            No image is open, the class does not exist, or the stroke is malformed.
+        """
+        if self.image is None:
+            raise ValueError("open an image before painting")
+        self.class_info(int(label))
+        stroke = Stroke(tuple(xs), tuple(ys), int(label), width)
+        self._redo.clear()
+        self._set_strokes([*self.strokes, stroke])
+        return stroke
+
+    def undo(self) -> Stroke | None:
+        """Remove the last stroke (it can be redone); returns it, or None."""
+        if not self.strokes:
+            return None
+        last = self.strokes[-1]
+        self._redo.append(last)
+        self._set_strokes(self.strokes[:-1])
+        return last
+
+    def redo(self) -> Stroke | None:
+        """Paint again the last undone stroke; returns it, or None."""
+        if not self._redo:
+            return None
+        stroke = self._redo.pop()
+        self._set_strokes([*self.strokes, stroke])
+        return stroke
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def clear(self) -> None:
+        """Remove every stroke and the results (cannot be redone)."""
+        self._redo.clear()
+        self._set_strokes([])
+
+    def set_strokes(self, strokes: Sequence[Stroke]) -> None:
+        """Replace all strokes (e.g. restored annotations); the redo history is dropped."""
+        known = {c.id for c in self.classes}
+        missing = sorted({s.label for s in strokes} - known)
+        if missing:
+            self.classes = [*self.classes, *(default_class(i) for i in missing)]
+        self._redo.clear()
+        self._set_strokes(list(strokes))
+
+    def _set_strokes(self, strokes: list[Stroke]) -> None:
+        shape = self.image.shape if self.image is not None else (0, 0)
+        with self._lock:
+            self._generation += 1
+            self.param.update(strokes=strokes, labels=rasterize_strokes(strokes, shape))
+        self._retrain_if_live()
+
+    def strokes_json(self) -> str:
+        """The annotations (strokes and classes) as JSON."""
+        return strokes_to_json(
+            self.strokes,
+            classes=[c.to_dict() for c in self.classes],
+            image_shape=list(self.image.shape) if self.image is not None else None,
+        )
+
+    def load_strokes_json(self, data: str | bytes) -> int:
+        """Restore annotations written by :meth:`strokes_json`; returns the stroke count.
+
+        Raises
+        ------
+        ValueError
+            Malformed file, or annotations made on an image of another size.
+        """
+        strokes, extra = strokes_from_json(data)
+        shape = extra.get("image_shape")
+        if shape and self.image is not None and list(shape[:2]) != list(self.image.shape[:2]):
+            raise ValueError(
+                f"these annotations were painted on a {shape[1]}x{shape[0]} image; the open "
+                f"image is {self.image.shape[1]}x{self.image.shape[0]}"
+            )
+        if extra.get("classes"):
+            from .classes import classes_from_dicts
+
+            self.classes = classes_from_dicts(extra["classes"])
+        self.set_strokes(strokes)
+        return len(strokes)
+
+    # -- training and prediction ------------------------------------------------------
+
+    def _retrain_if_live(self) -> None:
+        if self.live_update and self.image is not None:
+            self.run_training(self.train)
+
+    def compute_features(self) -> np.ndarray:
+        """Features of the image under the current settings, from the cache when possible."""
+        stack = self.feature_stack()
+        key = (self._image_token, stack.key())
+        with self._lock:
+            if self._cache_key == key and self._cache is not None:
+                return self._cache
+        feats = stack(self.image)
+        with self._lock:
+            self._cache_key, self._cache = key, feats
+            self.feature_computations += 1
+        return feats
+
+    def train(self) -> SegmentationModel | None:
+        """Train on the strokes and segment the image.
+
+        User errors (nothing open, fewer than two classes painted, a broken plugin) are
+        reported in :attr:`error` rather than raised. A call overtaken by a newer change
+        (another stroke, another setting) discards its result.
+
+        Returns
+        -------
+        SegmentationModel or None
+            The new model, or None when nothing was trained.
+        """
+        with self._lock:
+            generation = self._generation = self._generation + 1
+            image, labels = self.image, self.labels
+        if image is None:
+            self.error = "open an image first"
+            return None
+        try:
+            check_labels(image.shape, labels)
+        except ValueError as exc:
+            self.param.update(error="", status=str(exc), segmentation=None,
+                              probabilities=None, uncertainty=None)
+            return None
+        self.busy = True
+        try:
+            feats = self.compute_features()
+            stack = self.feature_stack()
+            model = SegmentationModel.train(
+                feats, labels, stack, self.classifier,
+                _settings(self.classifier_settings()), n_channels(image), self.classes,
+            )
+            proba = model.predict_proba_features(feats)
+        except (SegdashError, ValueError) as exc:
+            with self._lock:
+                if generation == self._generation:
+                    self.param.update(error=str(exc), status="training failed")
+            return None
+        finally:
+            self.busy = False
+        with self._lock:
+            if generation != self._generation:
+                return None  # superseded: a newer request will publish its own result
+            self._publish(model, proba, f"trained {self.classifier} on "
+                          f"{int(np.count_nonzero(labels))} painted pixels")
+        return model
+
+    def _publish(self, model: SegmentationModel, proba: np.ndarray, status: str) -> None:
+        self.param.update(
+            model=model,
+            probabilities=proba,
+            segmentation=model.labels_from_proba(proba),
+            uncertainty=(1.0 - proba.max(axis=-1)).astype(np.float32),
+            error="",
+            status=status,
+        )
+
+    def apply_model(self, model: SegmentationModel) -> None:
+        """Segment the open image with a given (e.g. uploaded) model.
+
+        Classes missing from the session are added with the model's names and colours.
+
+        Raises
+        ------
+        ImageError
+            The model was trained on images with another channel count.
+        """
+        if self.image is None:
+            raise ValueError("open an image before applying a model")
+        model.check_image(self.image)
+        with self._lock:
+            self._generation += 1
+        known = {c.id for c in self.classes}
+        extra = [c for c in model.classes if c.id not in known]
+        if extra:
+            self.classes = sorted([*self.classes, *extra], key=lambda c: c.id)
+        proba = model.predict_proba(self.image)
+        self._publish(model, proba, f"applied a model ({model.classifier}, "
+                      f"{len(model.classes_)} classes)")
+
+
+def _settings(obj: param.Parameterized) -> dict[str, Any]:
+    from .features import settings_of
+
+    return settings_of(obj)

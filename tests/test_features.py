@@ -1,0 +1,126 @@
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from segdash.errors import ImageError
+from segdash.features import FeatureStack, n_channels, prepare_image
+from segdash.features.basic import BasicFeatures, sigmas
+
+
+def test_default_scales_are_powers_of_two_from_half_to_sixteen():
+    np.testing.assert_allclose(BasicFeatures().sigmas, [0.5, 1, 2, 4, 8, 16])
+    np.testing.assert_allclose(sigmas(1, 16, num_sigma=3), [1, 4, 16])
+
+
+def test_grey_image_gives_float32_features_with_names():
+    img = np.random.default_rng(0).integers(0, 255, (30, 40), dtype=np.uint8)
+    ext = BasicFeatures()
+    out = ext(img)
+    names = ext.feature_names(1)
+    assert out.shape == (30, 40, 6 * 4) and out.dtype == np.float32
+    assert len(names) == out.shape[2]
+    assert names[:4] == ["ch0 sigma=0.5 intensity", "ch0 sigma=0.5 edges",
+                         "ch0 sigma=0.5 texture max", "ch0 sigma=0.5 texture min"]
+    assert "ch0 sigma=2 edges" in names
+
+
+def test_rgb_features_are_per_channel(rgb_image):
+    ext = BasicFeatures(sigma_min=1, sigma_max=4)
+    out = ext(rgb_image)
+    assert out.shape == (40, 48, 3 * 3 * 4)
+    names = ext.feature_names(3)
+    assert names[12].startswith("ch1 sigma=1 ")
+    # channel 1's first feature is the smoothed green channel alone
+    green_only = ext(rgb_image[:, :, 1])
+    np.testing.assert_array_equal(out[:, :, 12:24], green_only)
+
+
+def test_families_can_be_switched_off(rgb_image):
+    ext = BasicFeatures(intensity=False, texture=False, sigma_min=1, sigma_max=2)
+    assert ext(rgb_image).shape[2] == 3 * 2 * 1
+    assert all(n.endswith("edges") for n in ext.feature_names(3))
+
+
+def test_intensity_matches_gaussian_filter():
+    img = np.random.default_rng(0).random((50, 60)).astype(np.float32)
+    out = BasicFeatures(sigma_min=2, sigma_max=2, edges=False, texture=False)(img)
+    expected = ndi.gaussian_filter(img, 2, mode="reflect")
+    np.testing.assert_allclose(out[:, :, 0], expected, atol=1e-5)
+
+
+def test_texture_eigenvalues_are_ordered_and_detect_a_ridge():
+    img = np.zeros((41, 41), np.float32)
+    img[:, 20] = 1.0  # a bright vertical line: strongly negative curvature across it
+    out = BasicFeatures(sigma_min=2, sigma_max=2, intensity=False, edges=False)(img)
+    tmax, tmin = out[:, :, 0], out[:, :, 1]
+    assert (tmax >= tmin).all()
+    assert tmin[20, 20] < -0.01 and abs(tmax[20, 20]) < abs(tmin[20, 20]) / 10
+
+
+def test_halo_covers_the_gaussian_and_derivatives():
+    assert BasicFeatures().halo == int(4 * 16 + 0.5) + 2
+    assert BasicFeatures(sigma_max=2).halo == 10
+
+
+def test_features_of_a_crop_equal_the_crop_of_features_away_from_the_border():
+    rng = np.random.default_rng(3)
+    img = rng.random((90, 100, 2)).astype(np.float32)
+    ext = BasicFeatures(sigma_min=1, sigma_max=4)
+    full = ext(img)
+    h = ext.halo
+    crop = ext(img[10:80, 5:95])
+    np.testing.assert_array_equal(crop[h:-h, h:-h], full[10 + h:80 - h, 5 + h:95 - h])
+
+
+def test_features_at_the_border_equal_a_mirror_padded_image():
+    rng = np.random.default_rng(4)
+    img = rng.random((40, 50)).astype(np.float32)
+    ext = BasicFeatures(sigma_min=1, sigma_max=2)
+    h = ext.halo
+    padded = np.pad(img, 2 * h, mode="symmetric")
+    np.testing.assert_array_equal(ext(padded)[2 * h:-2 * h, 2 * h:-2 * h], ext(img))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale"), [(np.uint8, 255), (np.uint16, 65535), (np.float32, 1), (np.float64, 1)]
+)
+def test_images_are_scaled_by_dtype_not_content(dtype, scale):
+    img = (np.arange(12).reshape(3, 4) * 2).astype(dtype)
+    out = prepare_image(img)
+    assert out.shape == (3, 4, 1) and out.dtype == np.float32
+    np.testing.assert_allclose(out[:, :, 0], img.astype(np.float64) / scale, rtol=1e-6)
+
+
+def test_same_picture_in_uint8_and_uint16_gives_the_same_features():
+    img8 = np.random.default_rng(0).integers(0, 256, (20, 20), dtype=np.uint8)
+    img16 = img8.astype(np.uint16) * 257
+    np.testing.assert_allclose(BasicFeatures()(img8), BasicFeatures()(img16), atol=1e-5)
+
+
+def test_rgba_alpha_is_dropped(rgb_image):
+    rgba = np.dstack([rgb_image, np.full(rgb_image.shape[:2], 7, np.uint8)])
+    assert n_channels(rgba) == 3
+    np.testing.assert_array_equal(BasicFeatures()(rgba), BasicFeatures()(rgb_image))
+
+
+def test_many_channel_images_are_accepted():
+    img = np.random.default_rng(0).random((16, 16, 5)).astype(np.float32)
+    assert n_channels(img) == 5
+    assert BasicFeatures(sigma_min=1, sigma_max=1)(img).shape == (16, 16, 20)
+
+
+@pytest.mark.parametrize("bad", [np.zeros(5), np.zeros((2, 2, 2, 2)), np.zeros((0, 4))])
+def test_bad_image_shapes_raise_image_error(bad):
+    with pytest.raises(ImageError):
+        prepare_image(bad)
+
+
+def test_stack_concatenates_and_prefixes_names(rgb_image):
+    stack = FeatureStack(["basic"], {"sigma_max": 2})
+    assert stack.settings["basic"]["sigma_max"] == 2
+    assert stack(rgb_image).shape[2] == len(stack.feature_names(3))
+
+
+def test_stack_rejects_unknown_settings_listing_valid_ones():
+    with pytest.raises(ValueError, match="has no setting.*sigma_max"):
+        FeatureStack("basic", {"sigma_maxx": 3})

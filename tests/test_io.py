@@ -1,0 +1,84 @@
+import io
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from segdash.errors import ImageError
+from segdash.io import read_image, write_labels
+
+
+def _png(arr, mode=None):
+    buf = io.BytesIO()
+    (Image.fromarray(arr) if mode is None else Image.fromarray(arr).convert(mode)).save(
+        buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_reads_grey_rgb_and_drops_alpha():
+    rgb = np.random.default_rng(0).integers(0, 255, (10, 12, 3), dtype=np.uint8)
+    assert read_image(_png(rgb)).shape == (10, 12, 3)
+    assert read_image(_png(rgb[:, :, 0])).shape == (10, 12)
+    rgba = np.dstack([rgb, np.full((10, 12), 200, np.uint8)])
+    out = read_image(_png(rgba))
+    assert out.shape == (10, 12, 3)
+    np.testing.assert_array_equal(out, rgb)
+
+
+def test_reads_16_bit_png_as_uint16():
+    arr = (np.arange(120).reshape(10, 12) * 500).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    out = read_image(buf.getvalue())
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_reads_jpeg(tmp_path):
+    rgb = np.full((16, 16, 3), 100, np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "x.jpg")
+    assert read_image(tmp_path / "x.jpg").shape == (16, 16, 3)
+
+
+def test_reads_tiff_float_and_channels(tmp_path):
+    arr = np.random.default_rng(0).random((3, 20, 30)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "c.tif", arr, photometric="minisblack", metadata={"axes": "CYX"})
+    out = read_image(tmp_path / "c.tif")
+    assert out.shape == (20, 30, 3) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, :, 1], arr[1])
+
+
+def test_multipage_tiff_gives_first_plane(tmp_path):
+    stack = np.stack([np.full((8, 9), i, np.uint16) for i in range(4)])
+    tifffile.imwrite(tmp_path / "s.tif", stack, photometric="minisblack")
+    out = read_image(tmp_path / "s.tif")
+    assert out.shape == (8, 9) and out.max() == 0
+
+
+def test_format_is_recognised_by_content_not_name(tmp_path):
+    (tmp_path / "fake.png").write_bytes(b"<html>not an image</html>")
+    with pytest.raises(ImageError, match="fake.png: not a PNG, JPEG or TIFF"):
+        read_image(tmp_path / "fake.png")
+
+
+def test_truncated_png_is_an_image_error():
+    data = _png(np.zeros((50, 50), np.uint8))
+    with pytest.raises(ImageError, match="cannot decode"):
+        read_image(data[: len(data) // 2])
+
+
+def test_pixel_limit_is_checked_before_decoding():
+    data = _png(np.zeros((100, 100), np.uint8))
+    with pytest.raises(ImageError, match="exceeds the limit"):
+        read_image(data, max_pixels=5000)
+
+
+def test_label_images_are_png_up_to_255_classes_else_tiff(tmp_path):
+    labels = np.array([[0, 1], [2, 255]], np.uint16)
+    assert write_labels(labels, tmp_path / "a.png") == "PNG"
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")), labels)
+    big = labels.copy()
+    big[0, 0] = 300
+    assert write_labels(big, tmp_path / "b.tif") == "TIFF"
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "b.tif"), big)
