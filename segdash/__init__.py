@@ -21,6 +21,17 @@ from .persist import load_model
 from .segmenter import Segmenter
 from .strokes import Stroke, rasterize_strokes
 
+
+def __getattr__(name: str) -> object:
+    # `segdash.apply` lives with Dask in segdash.batch, imported on first use so that
+    # `import segdash` stays light.
+    if name == "apply":
+        from .batch import apply
+
+        return apply
+    raise AttributeError(f"module 'segdash' has no attribute {name!r}")
+
+
 __all__ = [
     "ClassInfo",
     "ImageError",
@@ -33,6 +44,7 @@ __all__ = [
     "Stroke",
     "UnknownNameError",
     "__version__",
+    "apply",
     "fit",
     "load_model",
     "rasterize_strokes",

@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--tile", type=int, default=None, help="tile size in pixels")
     apply.add_argument("--scheduler", default=None,
                        help="address of a dask.distributed scheduler (default: local)")
+    apply.add_argument("--workers", type=int, default=None,
+                       help="threads of the local scheduler (default: number of cores)")
+    apply.add_argument("--quiet", action="store_true", help="no progress bars")
     apply.set_defaults(func=_apply)
 
     plugins = sub.add_parser("plugins", help="list feature extractors and classifiers")
