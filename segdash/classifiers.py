@@ -9,8 +9,12 @@ files made with it are then loadable without trusting anything else.
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
+import numba
+import numpy as np
 import param
 
 from .errors import PluginLoadError
@@ -133,3 +137,241 @@ def validate_classifier(cls: Any) -> Any:
             f"{', '.join(missing)}"
         )
     return cls
+
+
+# -- fast inference on feature codes -------------------------------------------------------
+#
+# scikit-learn predicts from float64 (boosting) or float32 (forests) features, one tree at a
+# time. segdash feeds its built-in tree ensembles uint8 feature codes (see
+# segdash.features._kernels.Quantizer) and walks all trees for a few pixels at a time, the
+# trees laid out as complete binary trees so a step down is arithmetic, not a branch.
+
+#: Trees up to this depth are laid out as complete binary trees (2**depth leaves each).
+_MAX_COMPLETE_DEPTH = 12
+
+
+@dataclass
+class CompiledTrees:
+    """A fitted tree ensemble flattened for :func:`predict_proba_codes`.
+
+    Every tree adds a ``(K,)`` vector at the leaf a pixel reaches; ``link`` turns the sum
+    into probabilities (``"mean"``: already probabilities; ``"logistic"``, ``"softmax"``:
+    raw boosting scores, ``baseline`` added first).
+    """
+
+    depth: int
+    feature: np.ndarray  # complete: (T, 2**depth - 1); general: (n_nodes,)
+    threshold: np.ndarray  # int16, go right when code > threshold
+    value: np.ndarray  # complete: (T, 2**depth, K); general: (n_nodes, K)
+    left: np.ndarray | None  # general layout only
+    right: np.ndarray | None
+    roots: np.ndarray | None
+    link: str
+    baseline: np.ndarray  # (K,)
+    n_outputs: int  # probability columns
+
+    @property
+    def complete(self) -> bool:
+        return self.left is None
+
+
+def _int_threshold(thr: np.ndarray) -> np.ndarray:
+    # Codes are integers: code <= t  <=>  code <= floor(t); "go right" is code > floor(t).
+    return np.clip(np.floor(np.nan_to_num(thr, nan=255.0, posinf=255.0, neginf=-1.0)),
+                   -1, 255).astype(np.int16)
+
+
+def _tree_arrays(est: Any) -> tuple[list, str, np.ndarray, int] | None:
+    """(trees, link, baseline, n_outputs); each tree is (feature, threshold, left, right,
+    value (n_nodes, K)) with leaves marked by left == -1."""
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        HistGradientBoostingClassifier,
+        RandomForestClassifier,
+    )
+
+    if isinstance(est, RandomForestClassifier | ExtraTreesClassifier):
+        if getattr(est, "n_outputs_", 1) != 1:
+            return None
+        trees = []
+        n = len(est.estimators_)
+        for e in est.estimators_:
+            t = e.tree_
+            v = np.asarray(t.value[:, 0, :], dtype=np.float64)
+            v = v / np.maximum(v.sum(axis=1, keepdims=True), 1e-300) / n
+            trees.append((t.feature, t.threshold, t.children_left, t.children_right, v))
+        k = len(est.classes_)
+        return trees, "mean", np.zeros(k), k
+    if isinstance(est, HistGradientBoostingClassifier):
+        k_trees = est.n_trees_per_iteration_
+        trees = []
+        for iteration in est._predictors:
+            for cls, pred in enumerate(iteration):
+                nodes = pred.nodes
+                if np.any(nodes["is_categorical"]):
+                    return None
+                leaf = nodes["is_leaf"].astype(bool)
+                v = np.zeros((len(nodes), k_trees))
+                v[:, cls] = nodes["value"]
+                left = np.where(leaf, -1, nodes["left"].astype(np.int64))
+                right = np.where(leaf, -1, nodes["right"].astype(np.int64))
+                trees.append((nodes["feature_idx"], nodes["num_threshold"], left, right, v))
+        base = np.ravel(est._baseline_prediction).astype(np.float64)
+        link = "logistic" if k_trees == 1 else "softmax"
+        return trees, link, base, len(est.classes_)
+    return None
+
+
+def compile_trees(est: Any) -> CompiledTrees | None:
+    """Flatten a fitted RandomForest/ExtraTrees/HistGradientBoosting classifier, or None."""
+    got = _tree_arrays(est)
+    if got is None:
+        return None
+    trees, link, base, n_out = got
+    k = trees[0][4].shape[1]
+
+    def depth_of(left, right):
+        depth = np.zeros(len(left), np.int64)
+        for n in range(len(left)):  # parents come before children in both libraries
+            if left[n] >= 0:
+                depth[left[n]] = depth[right[n]] = depth[n] + 1
+        return int(depth.max())
+
+    d = max(depth_of(t[2], t[3]) for t in trees)
+    if d <= _MAX_COMPLETE_DEPTH:
+        n_int, n_leaf = 2**d - 1, 2**d
+        feat = np.zeros((len(trees), max(n_int, 1)), np.int32)
+        thr = np.full((len(trees), max(n_int, 1)), 255, np.int16)
+        val = np.zeros((len(trees), n_leaf, k), np.float32)
+        for ti, (f, th, left, right, v) in enumerate(trees):
+            ith = _int_threshold(np.asarray(th, dtype=np.float64))
+            stack = [(0, 0, 0)]
+            while stack:
+                n, p, dep = stack.pop()
+                if left[n] < 0:
+                    for _ in range(d - dep):
+                        p = 2 * p + 1  # padded nodes always go left
+                    val[ti, p - n_int] = v[n]
+                    continue
+                feat[ti, p], thr[ti, p] = f[n], ith[n]
+                stack.append((left[n], 2 * p + 1, dep + 1))
+                stack.append((right[n], 2 * p + 2, dep + 1))
+        return CompiledTrees(d, feat, thr, val, None, None, None, link,
+                             base.astype(np.float32), n_out)
+    sizes = [len(t[0]) for t in trees]
+    offs = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    feat = np.concatenate([np.where(t[2] < 0, -1, t[0]) for t in trees]).astype(np.int32)
+    thr = np.concatenate([_int_threshold(np.asarray(t[1], np.float64)) for t in trees])
+    pairs = list(zip(trees, offs, strict=True))
+    left = np.concatenate([np.where(t[2] < 0, 0, t[2] + o) for t, o in pairs])
+    right = np.concatenate([np.where(t[3] < 0, 0, t[3] + o) for t, o in pairs])
+    val = np.concatenate([t[4] for t in trees]).astype(np.float32)
+    return CompiledTrees(d, feat, thr, val, left.astype(np.int32), right.astype(np.int32),
+                         offs.astype(np.int32), link, base.astype(np.float32), n_out)
+
+
+@numba.njit(nogil=True, cache=True)
+def _walk_complete(X, feat, thr, val, depth, out, a, b):  # pragma: no cover - compiled
+    n_trees, k = feat.shape[0], val.shape[2]
+    n_int = 2**depth - 1
+    p = a
+    while p + 4 <= b:
+        x0, x1, x2, x3 = X[p], X[p + 1], X[p + 2], X[p + 3]
+        for t in range(n_trees):
+            ft, th, vt = feat[t], thr[t], val[t]
+            n0 = n1 = n2 = n3 = 0
+            for _ in range(depth):
+                n0 = 2 * n0 + 1 + (x0[ft[n0]] > th[n0])
+                n1 = 2 * n1 + 1 + (x1[ft[n1]] > th[n1])
+                n2 = 2 * n2 + 1 + (x2[ft[n2]] > th[n2])
+                n3 = 2 * n3 + 1 + (x3[ft[n3]] > th[n3])
+            for c in range(k):
+                out[p, c] += vt[n0 - n_int, c]
+                out[p + 1, c] += vt[n1 - n_int, c]
+                out[p + 2, c] += vt[n2 - n_int, c]
+                out[p + 3, c] += vt[n3 - n_int, c]
+        p += 4
+    while p < b:
+        x0 = X[p]
+        for t in range(n_trees):
+            n0 = 0
+            for _ in range(depth):
+                n0 = 2 * n0 + 1 + (x0[feat[t, n0]] > thr[t, n0])
+            for c in range(k):
+                out[p, c] += val[t, n0 - n_int, c]
+        p += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def _walk_general(X, feat, thr, left, right, val, roots, out, a, b):  # pragma: no cover
+    k = val.shape[1]
+    for p in range(a, b):
+        x = X[p]
+        for t in range(roots.shape[0]):
+            n = roots[t]
+            while feat[n] >= 0:
+                if x[feat[n]] > thr[n]:
+                    n = right[n]
+                else:
+                    n = left[n]
+            for c in range(k):
+                out[p, c] += val[n, c]
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled_for(est: Any) -> CompiledTrees | None:
+    fitted = getattr(est, "estimators_", None)
+    if fitted is None:
+        fitted = getattr(est, "_predictors", None)
+    if fitted is None:
+        return None
+    try:
+        cached = _COMPILED.get(est)
+    except TypeError:  # not weak-referenceable
+        return compile_trees(est)
+    if cached is not None and cached[0] is fitted:
+        return cached[1]
+    compiled = compile_trees(est)
+    _COMPILED[est] = (fitted, compiled)
+    return compiled
+
+
+def supports_codes(est: Any) -> bool:
+    """Whether :func:`predict_proba_codes` has a fast path for this fitted estimator."""
+    return _compiled_for(est) is not None
+
+
+def predict_proba_codes(est: Any, codes: np.ndarray) -> np.ndarray:
+    """Class probabilities of ``(N, F)`` uint8 feature codes, ``(N, K)`` float32.
+
+    Uses the compiled walk for the built-in tree ensembles and ``est.predict_proba`` on the
+    codes as float32 for any other estimator. Columns follow ``est.classes_``.
+    """
+    from .features._kernels import run_parallel
+
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    ct = _compiled_for(est)
+    if ct is None:
+        return np.asarray(est.predict_proba(codes.astype(np.float32)), dtype=np.float32)
+    k = ct.value.shape[-1]
+    raw = np.zeros((codes.shape[0], k), np.float32)
+    if ct.complete:
+        def job(a, b):
+            _walk_complete(codes, ct.feature, ct.threshold, ct.value, ct.depth, raw, a, b)
+    else:
+        def job(a, b):
+            _walk_general(codes, ct.feature, ct.threshold, ct.left, ct.right, ct.value,
+                          ct.roots, raw, a, b)
+    run_parallel(job, codes.shape[0])
+    if ct.link == "mean":
+        return raw
+    raw += ct.baseline
+    if ct.link == "logistic":
+        p1 = 1.0 / (1.0 + np.exp(-raw[:, 0]))
+        return np.stack([1.0 - p1, p1], axis=1).astype(np.float32)
+    raw -= raw.max(axis=1, keepdims=True)
+    np.exp(raw, out=raw)
+    raw /= raw.sum(axis=1, keepdims=True)
+    return raw

@@ -58,8 +58,57 @@ def test_texture_eigenvalues_are_ordered_and_detect_a_ridge():
 
 
 def test_halo_covers_the_gaussian_and_derivatives():
-    assert BasicFeatures().halo == int(4 * 16 + 0.5) + 2
+    # sigma <= 2: direct Gaussians cut at 4 sigma, plus 2 for the Hessian's differences
     assert BasicFeatures(sigma_max=2).halo == 10
+    # larger scales are a cascade of dilated kernels: 8 (sigma 2) + 7 taps at 2, 4, 8 px
+    assert BasicFeatures().halo == 8 + 7 * (2 + 4 + 8) + 2
+    assert BasicFeatures().halo >= int(4 * 16 + 0.5) + 2
+
+
+@pytest.mark.parametrize("sigma", [4.0, 8.0, 16.0])
+def test_cascaded_large_scales_match_a_direct_gaussian(sigma):
+    img = np.random.default_rng(5).random((160, 150)).astype(np.float32)
+    ext = BasicFeatures(sigma_min=1, sigma_max=sigma, edges=False, texture=False)
+    expected = ndi.gaussian_filter(img.astype(np.float64), sigma, mode="reflect")
+    np.testing.assert_allclose(ext(img)[:, :, -1], expected, atol=2e-5)
+
+
+def test_default_features_of_a_crop_equal_the_crop_of_features_exactly():
+    rng = np.random.default_rng(6)
+    img = rng.random((250, 262, 3)).astype(np.float32)
+    ext = BasicFeatures()
+    h = ext.halo
+    full = ext(img)
+    crop = ext(img[3:247, 7:259])
+    np.testing.assert_array_equal(crop[h:-h, h:-h], full[3 + h:247 - h, 7 + h:259 - h])
+
+
+def test_codes_equal_quantized_features():
+    from segdash.features._kernels import Quantizer
+
+    rng = np.random.default_rng(7)
+    img = rng.random((60, 70, 2)).astype(np.float32)
+    ext = BasicFeatures(sigma_max=4)
+    q = ext.quantizer(np.array([0.1, 0.0]), np.array([0.8, 1.0]))
+    assert isinstance(q, Quantizer) and len(q) == len(ext.feature_names(2))
+    codes = ext.compute_codes(img, q)
+    assert codes.dtype == np.uint8 and codes.shape == (60, 70, len(q))
+    np.testing.assert_array_equal(codes, q(ext(img)))
+    assert 5 < codes.std() and len(np.unique(codes)) > 200
+
+
+def test_quantizer_codes_are_monotone_and_clip():
+    from segdash.features._kernels import LINEAR, ROOT, SIGNED_ROOT, Quantizer
+
+    v = np.linspace(-2, 2, 4001, dtype=np.float32)
+    for kind in (LINEAR, ROOT, SIGNED_ROOT):
+        q = Quantizer(np.zeros(1), np.ones(1), np.array([kind]))
+        c = q(v[:, None])[:, 0]
+        assert (np.diff(c.astype(int)) >= 0).all()
+        assert c.max() == 255 and c.min() == (1 if kind == SIGNED_ROOT else 0)
+    q = Quantizer(np.zeros(1), np.ones(1), np.array([SIGNED_ROOT]))
+    # NaN is coded as a zero value
+    assert q(np.array([[0.0], [np.nan], [-5.0]], np.float32))[:, 0].tolist() == [128, 128, 1]
 
 
 def test_features_of_a_crop_equal_the_crop_of_features_away_from_the_border():

@@ -3,6 +3,12 @@
 The three families of scikit-image's ``multiscale_basic_features``, per channel and per
 scale sigma: the Gaussian-smoothed image (intensity), the gradient magnitude of the smoothed
 image (edges) and the two eigenvalues of its Hessian (texture).
+
+The filters are compiled (numba) and run on all cores; large scales are smoothed by a
+cascade of dilated kernels whose cost does not grow with sigma (see
+:mod:`segdash.features._kernels`). Each pixel's features are computed with the same float32
+operations wherever it lies, so features of a crop equal the crop of the features, exactly,
+``halo`` pixels away from the crop's border.
 """
 
 from __future__ import annotations
@@ -11,13 +17,14 @@ import math
 
 import numpy as np
 import param
-from scipy import ndimage as ndi
 
+from . import _kernels
+from ._kernels import LINEAR, ROOT, SIGNED_ROOT, Quantizer, smoothing_plan
 from .base import FeatureExtractor
 
 #: Gaussian kernels are cut at this many sigmas (scipy's default).
-TRUNCATE = 4.0
-#: Two nested central differences (Hessian) reach this far beyond the Gaussian kernel.
+TRUNCATE = _kernels.TRUNCATE
+#: Two nested central differences (Hessian) reach this far beyond the smoothing.
 _DERIVATIVE_REACH = 2
 
 
@@ -69,9 +76,12 @@ class BasicFeatures(FeatureExtractor):
     def sigmas(self) -> np.ndarray:
         return sigmas(self.sigma_min, self.sigma_max, self.num_sigma)
 
+    def _plan(self) -> list[_kernels.Step]:
+        return smoothing_plan([float(s) for s in self.sigmas])
+
     @property
     def halo(self) -> int:
-        return gaussian_radius(max(self.sigmas)) + _DERIVATIVE_REACH
+        return max(st.reach for st in self._plan()) + _DERIVATIVE_REACH
 
     def _families(self) -> list[str]:
         fam = []
@@ -83,6 +93,9 @@ class BasicFeatures(FeatureExtractor):
             fam += ["texture max", "texture min"]
         return fam
 
+    def _flags(self) -> np.ndarray:
+        return np.array([self.intensity, self.edges, self.texture], dtype=np.int64)
+
     def feature_names(self, n_channels: int) -> list[str]:
         fam = self._families()
         return [
@@ -92,38 +105,78 @@ class BasicFeatures(FeatureExtractor):
             for f in fam
         ]
 
+    # -- computation -------------------------------------------------------------------
+
+    def _smooth_channel(self, chan: np.ndarray, pad: int, steps: list, out: np.ndarray) -> None:
+        # Mirror padding (scipy's "reflect") by the halo: every output pixel then depends
+        # only on pixels within `halo`, so a tile's features equal the tile of the features.
+        padded = np.pad(chan, pad, mode="symmetric")
+        _kernels.smooth_all(padded, steps, out, pad)
+
     def compute(self, image: np.ndarray) -> np.ndarray:
+        return self._run(image, None)
+
+    def compute_codes(self, image: np.ndarray, quantizer: Quantizer) -> np.ndarray:
+        """uint8 feature codes of a prepared image: ``quantizer(self.compute(image))``.
+
+        Computed channel by channel without the float32 features, so it needs a quarter of
+        their memory.
+        """
+        if len(quantizer) != len(self.feature_names(image.shape[2])):
+            raise ValueError("the quantizer does not match these feature settings")
+        return self._run(image, quantizer)
+
+    def _run(self, image: np.ndarray, quantizer: Quantizer | None) -> np.ndarray:
         h, w, n_ch = image.shape
-        fam = self._families()
-        sig = self.sigmas
-        out = np.empty((h, w, n_ch * len(sig) * len(fam)), dtype=np.float32)
+        nf = len(self._families())
+        steps = self._plan()
+        ns = len(steps)
+        dtype = np.float32 if quantizer is None else np.uint8
+        out = np.empty((h, w, n_ch * ns * nf), dtype=dtype)
         if out.shape[2] == 0:
             return out
-        # Pad once by the halo (mirror, as scipy's "reflect") so every output pixel depends
-        # only on pixels within `halo`: features of a tile equal the tile of the features.
         pad = self.halo
-        k = 0
+        flags = self._flags()
+        shape = (h + 2 * pad, w + 2 * pad)
+        if quantizer is None and n_ch > 1:
+            # All channels at once: one pass writes each pixel's features contiguously.
+            smooth = np.empty((n_ch * ns, *shape), np.float32)
+            for c in range(n_ch):
+                self._smooth_channel(image[:, :, c], pad, steps, smooth[c * ns:(c + 1) * ns])
+            _kernels.emit(smooth, pad, h, w, flags, out, 0, None)
+            return out
+        smooth = np.empty((ns, *shape), np.float32)
         for c in range(n_ch):
-            chan = np.pad(image[:, :, c], pad, mode="symmetric")
-            for s in sig:
-                smooth = ndi.gaussian_filter(chan, s, mode="reflect", truncate=TRUNCATE)
-                inner = (slice(pad, pad + h), slice(pad, pad + w))
-                if self.intensity:
-                    out[:, :, k] = smooth[inner]
-                    k += 1
-                if self.edges or self.texture:
-                    gy, gx = np.gradient(smooth)
-                if self.edges:
-                    out[:, :, k] = np.hypot(gx[inner], gy[inner])
-                    k += 1
-                if self.texture:
-                    hyy, hxy = np.gradient(gy)
-                    hxx = np.gradient(gx, axis=1)
-                    hyy, hxy, hxx = hyy[inner], hxy[inner], hxx[inner]
-                    # Closed-form eigenvalues of the symmetric 2x2 Hessian.
-                    mean = 0.5 * (hxx + hyy)
-                    dev = np.sqrt(0.25 * (hxx - hyy) ** 2 + hxy**2)
-                    out[:, :, k] = mean + dev
-                    out[:, :, k + 1] = mean - dev
-                    k += 2
+            self._smooth_channel(image[:, :, c], pad, steps, smooth)
+            _kernels.emit(smooth, pad, h, w, flags, out, c * ns * nf, quantizer)
         return out
+
+    # -- quantization ------------------------------------------------------------------
+
+    def quantizer(self, channel_low: np.ndarray, channel_span: np.ndarray) -> Quantizer:
+        """Codes for these features on images whose channel ``c`` mostly spans
+        ``channel_low[c]`` to ``channel_low[c] + channel_span[c]``.
+
+        Intensity is coded linearly over that range. Edges and Hessian eigenvalues are
+        scaled by their largest possible value on such an image (a step edge) and coded by
+        a fourth root, which spreads 256 levels over four decades of contrast.
+        """
+        offset, scale, kind = [], [], []
+        for lo, span in zip(np.ravel(channel_low), np.ravel(channel_span), strict=True):
+            span = float(span) if span > 0 else 1.0
+            for s in self.sigmas:
+                s = max(float(s), 0.5)
+                if self.intensity:
+                    offset.append(lo)
+                    scale.append(1.0 / span)
+                    kind.append(LINEAR)
+                if self.edges:
+                    offset.append(0.0)
+                    scale.append(s * math.sqrt(2 * math.pi) / span)
+                    kind.append(ROOT)
+                if self.texture:
+                    bound = min(0.5, 0.5 / (s * s))
+                    offset += [0.0, 0.0]
+                    scale += [1.0 / (bound * span)] * 2
+                    kind += [SIGNED_ROOT, SIGNED_ROOT]
+        return Quantizer(np.array(offset), np.array(scale), np.array(kind))
