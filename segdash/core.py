@@ -13,11 +13,11 @@ from . import registry
 from ._version import __version__
 from .classes import ClassInfo, default_class
 from .errors import ImageError
-from .features import FeatureStack, n_channels, settings_of
+from .features import FeatureStack, Quantizer, n_channels, settings_of
 
 #: Training pixels kept per class (a random subset beyond this): painting more keeps
 #: retraining fast while adding nothing a forest needs.
-MAX_TRAIN_PIXELS_PER_CLASS = 50_000
+MAX_TRAIN_PIXELS_PER_CLASS = 20_000
 #: Pixels predicted per call, bounding the classifier's temporary memory.
 PREDICT_CHUNK = 262_144
 
@@ -104,6 +104,9 @@ class SegmentationModel:
         Channels of the images the model applies to.
     classes : list of ClassInfo
         Id, name and colour of each class, in ``classes_`` order.
+    quantizer : Quantizer or None
+        How features become the uint8 codes the estimator was trained on (None: it was
+        trained on float32 features, as models saved before codes existed).
     """
 
     def __init__(
@@ -115,8 +118,10 @@ class SegmentationModel:
         n_channels: int,
         classes: Sequence[ClassInfo],
         meta: Mapping[str, Any] | None = None,
+        quantizer: Quantizer | None = None,
     ) -> None:
         self.estimator = estimator
+        self.quantizer = quantizer
         self.features = features
         self.classifier = classifier
         self.classifier_params = dict(classifier_params)
@@ -136,13 +141,15 @@ class SegmentationModel:
         classifier_params: Mapping[str, Any] | None = None,
         n_channels: int = 1,
         classes: Sequence[ClassInfo] | None = None,
+        quantizer: Quantizer | None = None,
     ) -> SegmentationModel:
         """Fit on precomputed features (the path the interactive session uses).
 
         Parameters
         ----------
         features : numpy.ndarray
-            ``(H, W, F)`` output of ``stack`` on the image.
+            ``(H, W, F)`` output of ``stack`` on the image: float32 features, or uint8 codes
+            made by ``quantizer`` (see :meth:`FeatureStack.codes`).
         labels : numpy.ndarray
             ``(H, W)`` class ids, 0 = unlabelled; at least two classes painted.
         stack : FeatureStack
@@ -155,8 +162,13 @@ class SegmentationModel:
             Channels of the image.
         classes : sequence of ClassInfo, optional
             Names and colours; default names and colours for ids not given.
+        quantizer : Quantizer, optional
+            With float features, the estimator is trained on their codes; required with
+            uint8 codes. None with float features: trained on the features themselves.
         """
         labels = check_labels(features.shape, labels)
+        if features.dtype == np.uint8 and quantizer is None:
+            raise ValueError("uint8 feature codes need the quantizer that made them")
         entry = registry.classifiers.get(classifier)
         params = dict(classifier_params or {})
         unknown = set(params) - (set(entry.param) - {"name"})
@@ -167,12 +179,15 @@ class SegmentationModel:
             )
         settings = entry(**params)
         X, y = training_pixels(features, labels)
+        if quantizer is not None and X.dtype != np.uint8:
+            X = quantizer(X)
         estimator = settings.build()
-        estimator.fit(X, y)
+        estimator.fit(X.astype(np.float32), y)
         given = {c.id: c for c in classes or ()}
         ids = [int(i) for i in estimator.classes_]
         infos = [given.get(i) or default_class(i) for i in ids]
-        return cls(estimator, stack, classifier, settings_of(settings), n_channels, infos)
+        return cls(estimator, stack, classifier, settings_of(settings), n_channels, infos,
+                   quantizer=quantizer)
 
     # -- attributes --------------------------------------------------------------------
 
@@ -211,10 +226,29 @@ class SegmentationModel:
         self.check_image(image)
         return self.features(image)
 
+    def compute_codes(self, image: Any) -> np.ndarray:
+        """``(H, W, F)`` uint8 feature codes of ``image`` (models with a quantizer)."""
+        self.check_image(image)
+        if self.quantizer is None:
+            raise ValueError("this model was trained on float features, not codes")
+        return self.features.codes(image, self.quantizer)[0]
+
     def predict_proba_features(self, features: np.ndarray) -> np.ndarray:
-        """Class probabilities from precomputed ``(H, W, F)`` features, ``(H, W, K)`` float32."""
+        """Class probabilities from precomputed ``(H, W, F)`` features, ``(H, W, K)`` float32.
+
+        ``features`` are float32 features, or uint8 codes for a model with a quantizer.
+        """
+        from .classifiers import predict_proba_codes
+
         h, w, f = features.shape
         flat = features.reshape(-1, f)
+        codes = self.quantizer is not None
+        if codes and flat.dtype != np.uint8:
+            flat = self.quantizer(flat)
+        elif not codes and flat.dtype == np.uint8:
+            raise ValueError("this model was trained on float features; got uint8 codes")
+        if codes:
+            return predict_proba_codes(self.estimator, flat).reshape(h, w, -1)
         out = np.empty((flat.shape[0], len(self.classes_)), dtype=np.float32)
         for start in range(0, flat.shape[0], PREDICT_CHUNK):
             stop = start + PREDICT_CHUNK
@@ -238,6 +272,8 @@ class SegmentationModel:
         numpy.ndarray
             ``(H, W, K)`` float32, last axis in :attr:`classes_` order.
         """
+        if self.quantizer is not None:
+            return self.predict_proba_features(self.compute_codes(image))
         return self.predict_proba_features(self.compute_features(image))
 
     def predict(self, image: Any) -> np.ndarray:
@@ -312,7 +348,8 @@ def fit(
     stack = FeatureStack(features, feature_params)
     # Validate the classifier name before the (slow) features.
     registry.classifiers.get(classifier)
-    feats = stack(image)
+    codes, quantizer = stack.codes(image)
     return SegmentationModel.train(
-        feats, labels, stack, classifier, classifier_params, n_channels(image), classes
+        codes, labels, stack, classifier, classifier_params, n_channels(image), classes,
+        quantizer=quantizer,
     )

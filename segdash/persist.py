@@ -19,7 +19,8 @@ from .classes import classes_from_dicts
 from .errors import MissingPluginError, ModelFileError, PluginLoadError, UnknownNameError
 
 FORMAT = "segdash-model"
-FORMAT_VERSION = 1
+#: 2: the estimator may be trained on uint8 feature codes; "quantizer" says how to make them.
+FORMAT_VERSION = 2
 #: Model files larger than this are refused (bytes).
 MAX_MODEL_BYTES = 1_000_000_000
 
@@ -50,6 +51,7 @@ def model_document(model: Any) -> dict[str, Any]:
         "classes": [c.to_dict() for c in model.classes],
         "n_channels": model.n_channels,
         "feature_names": model.feature_names,
+        "quantizer": None if model.quantizer is None else model.quantizer.to_dict(),
         "estimator": model.estimator,
     }
 
@@ -112,7 +114,7 @@ def model_from_bytes(data: bytes) -> Any:
     import skops.io as sio
 
     from .core import SegmentationModel
-    from .features import FeatureStack
+    from .features import FeatureStack, Quantizer
 
     if len(data) > MAX_MODEL_BYTES:
         raise ModelFileError(f"model file too large ({len(data)} bytes)")
@@ -172,10 +174,22 @@ def model_from_bytes(data: bytes) -> Any:
             f"model file is inconsistent: the classifier expects {n_in} features but its "
             f"feature settings make {expected} (was a plugin upgraded?)"
         )
+    quantizer = None
+    if doc.get("quantizer") is not None:
+        try:
+            quantizer = Quantizer.from_dict(_require(doc, "quantizer", dict))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ModelFileError(f"model file is damaged: bad quantizer ({exc})") from exc
+        if len(quantizer) != expected:
+            raise ModelFileError(
+                f"model file is inconsistent: its quantizer codes {len(quantizer)} features "
+                f"but its feature settings make {expected}"
+            )
     return SegmentationModel(
         estimator, stack, clf_meta["name"], dict(clf_meta.get("settings") or {}),
         n_channels, classes,
         meta={k: doc.get(k) for k in ("segdash_version", "format_version")},
+        quantizer=quantizer,
     )
 
 

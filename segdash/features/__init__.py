@@ -12,11 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from ._kernels import Quantizer
 from .base import FeatureExtractor, check_output, n_channels, prepare_image, settings_of
 
 __all__ = [
     "FeatureExtractor",
     "FeatureStack",
+    "Quantizer",
+    "channel_range",
     "n_channels",
     "prepare_image",
     "settings_of",
@@ -40,6 +43,28 @@ def _split_params(names: list[str], params: Mapping[str, Any] | None) -> dict[st
             "{extractor_name: {setting: value}}"
         )
     return {n: dict(params.get(n, {})) for n in names}
+
+
+#: Pixels sampled to estimate channel ranges and plugin features' ranges.
+_RANGE_SAMPLE = 1 << 20
+
+
+def channel_range(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Low end and span of each channel of a prepared image (0.5 and 99.5 percentiles).
+
+    Sampled on a fixed pixel grid, so the same image always gives the same range.
+    """
+    flat = img.reshape(-1, img.shape[-1])
+    step = max(1, flat.shape[0] // _RANGE_SAMPLE)
+    lo, hi = np.nanpercentile(flat[::step], [0.5, 99.5], axis=0)
+    lo, hi = np.nan_to_num(lo), np.nan_to_num(hi)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    return lo.astype(np.float64), span.astype(np.float64)
+
+
+def _has_codes(extractor: Any) -> bool:
+    return callable(getattr(extractor, "quantizer", None)) and callable(
+        getattr(extractor, "compute_codes", None))
 
 
 class FeatureStack:
@@ -122,6 +147,62 @@ class FeatureStack:
             (n, tuple(sorted((k, repr(v)) for k, v in settings_of(e).items())))
             for n, e in self.extractors
         )
+
+    def codes(
+        self, image: Any, quantizer: Quantizer | None = None
+    ) -> tuple[np.ndarray, Quantizer]:
+        """uint8 feature codes of ``image``, and the quantizer that made them.
+
+        Parameters
+        ----------
+        image : array_like
+            ``(H, W)`` or ``(H, W, C)`` image of any integer or float dtype.
+        quantizer : Quantizer, optional
+            The codes to use (a model's); by default one is made for this image: extractors
+            that provide ``quantizer(channel_low, channel_span)`` and ``compute_codes`` (the
+            built-in ``basic``) scale by the image's channel ranges; others by the range of
+            their features on this image.
+
+        Returns
+        -------
+        codes : numpy.ndarray
+            ``(H, W, F)`` uint8, ``quantizer(self(image))``, computed without holding the
+            float32 features where the extractor allows.
+        quantizer : Quantizer
+        """
+        img = prepare_image(image)
+        n_ch = img.shape[2]
+        sizes = [len(e.feature_names(n_ch)) for _, e in self.extractors]
+        if quantizer is not None and len(quantizer) != sum(sizes):
+            raise ValueError(
+                f"the quantizer codes {len(quantizer)} features but these feature settings "
+                f"make {sum(sizes)}"
+            )
+        single = len(self.extractors) == 1
+        out = None if single else np.empty((*img.shape[:2], sum(sizes)), np.uint8)
+        parts = []
+        start = 0
+        for (name, ext), size in zip(self.extractors, sizes, strict=True):
+            q = quantizer.subset(start, start + size) if quantizer is not None else None
+            if _has_codes(ext):
+                if q is None:
+                    q = ext.quantizer(*channel_range(img))
+                part = ext.compute_codes(img, q)
+            else:
+                feats = check_output(name, ext, img)
+                if q is None:
+                    flat = feats.reshape(-1, size)
+                    q = Quantizer.from_sample(flat[:: max(1, flat.shape[0] // _RANGE_SAMPLE)])
+                part = q(feats)
+                del feats
+            if single:
+                out = part
+            else:
+                out[:, :, start:start + size] = part
+            del part
+            parts.append(q)
+            start += size
+        return out, (quantizer if quantizer is not None else Quantizer.concatenate(parts))
 
     def __call__(self, image: Any) -> np.ndarray:
         """Features of ``image``.
