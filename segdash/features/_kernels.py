@@ -342,6 +342,8 @@ class Quantizer:
         if not (self.offset.shape == self.scale.shape == self.kind.shape
                 and self.offset.ndim == 1):
             raise ValueError("quantizer arrays must be 1-D and of equal length")
+        if not np.isin(self.kind, (LINEAR, ROOT, SIGNED_ROOT)).all():
+            raise ValueError("unknown quantizer kind")
 
     def __len__(self) -> int:
         return int(self.offset.shape[0])
