@@ -137,6 +137,21 @@ class Segmenter(param.Parameterized):
         if self.model is not None and self.model.n_channels == n_channels(arr):
             self.apply_model(self.model)
 
+    def release(self) -> None:
+        """Drop the image, strokes, cached features, results and model (a session ended).
+
+        A training still running when this is called discards its result.
+        """
+        with self._lock:
+            self._generation += 1
+            self._image_token += 1
+            self._cache_key = self._cache = None
+            self._redo.clear()
+            self.param.update(
+                image=None, strokes=[], labels=None, segmentation=None, probabilities=None,
+                uncertainty=None, model=None, status="closed",
+            )
+
     # -- classes ----------------------------------------------------------------------
 
     def class_info(self, class_id: int) -> ClassInfo:

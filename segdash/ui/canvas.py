@@ -1,0 +1,305 @@
+"""The image, the segmentation overlay and the painted strokes: one HoloViews plot.
+
+The :class:`~segdash.Segmenter` is the source of truth for strokes. Strokes drawn in the
+browser reach :meth:`Canvas.on_draw` (on mouse-up) and are added to the Segmenter; strokes
+changed on the server (undo, redo, clear, restored annotations, a removed or recoloured
+class) are pushed to the browser by :meth:`Canvas.sync_strokes`, which assigns the Bokeh data
+source's ``data``.
+
+Each stroke's class, colour and width (in image pixels) are columns of the data source. A
+plot hook maps the glyph's ``line_color`` to the colour column and ``line_width`` to the
+width column through a transform that converts image pixels to screen pixels at the
+current zoom, and the freehand tool's ``default_overrides`` stamp the selected class, colour
+and width on each new stroke in the browser, so a stroke shows in its class colour while it
+is drawn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+from bokeh.core.properties import field
+from bokeh.models import CustomJS, CustomJSTransform, FreehandDrawTool
+
+from ..segmenter import Segmenter
+from ..strokes import Stroke
+from .display import (
+    data_to_image,
+    display_step,
+    downsample,
+    image_to_data,
+    segmentation_rgba,
+    to_display_rgb,
+    uncertainty_rgba,
+)
+
+log = logging.getLogger("segdash.ui")
+
+#: Largest plot frame, in screen pixels; the image is fitted inside keeping its aspect.
+FRAME_MAX_WIDTH = 760
+FRAME_MAX_HEIGHT = 640
+#: Data source columns of a stroke besides ``xs`` and ``ys``.
+CLASS_COL, COLOR_COL, WIDTH_COL = "stroke_class", "stroke_color", "stroke_width"
+
+# Screen pixels per image pixel at the current zoom (data units are image pixels).
+_WIDTH_JS = """
+const span = xr.end - xr.start;
+let frame = frame_width;
+try { if (fig.inner_width > 0) { frame = fig.inner_width; } } catch (e) {}  // unset before layout
+const scale = span > 0 ? frame / span : 1;
+return Array.from(xs, (w) => Math.max(1, w * scale));
+"""
+# Recompute the widths when zooming: a glyph change re-evaluates its visuals.
+_REDRAW_JS = "renderer.glyph.change.emit()"
+# A stroke whose mouse-up lands outside the frame is not synced until the next stroke;
+# re-assigning the data at the end of every pan gesture sends it at once.
+_RESYNC_JS = "source.data = Object.assign({}, source.data)"
+
+_Row = tuple[np.ndarray, np.ndarray, int, str, float]
+
+
+def frame_size(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Plot frame (width, height) in screen pixels fitting an image of ``shape``."""
+    h, w = int(shape[0]), int(shape[1])
+    scale = min(FRAME_MAX_WIDTH / w, FRAME_MAX_HEIGHT / h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+class Canvas:
+    """The plot of one session.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        The session state drawn.
+    brush : callable
+        Returns ``(class_id, colour, width)`` of the next stroke (width in image pixels).
+    on_error : callable
+        Called with a message for the user.
+    """
+
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        brush: Callable[[], tuple[int, str, float]],
+        on_error: Callable[[str], Any],
+    ) -> None:
+        self.segmenter = segmenter
+        self._brush = brush
+        self._on_error = on_error
+        self.pane = pn.pane.HoloViews(None, linked_axes=False, margin=(5, 5))
+        self.show_overlay = True
+        self.opacity = 0.5
+        self.view = "segmentation"
+        self._image: np.ndarray | None = None
+        self._step = 1
+        self._pipe: hv.streams.Pipe | None = None
+        self.base: hv.RGB | None = None  # the image as shown (downsampled when large)
+        self.figure: Any = None  # the Bokeh figure, once rendered
+        self._source: Any = None
+        self._tool: FreehandDrawTool | None = None
+        self._drawn: list[_Row] = []
+
+    # -- building ---------------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        """A new plot for the Segmenter's current image (zoom resets: it is a new image)."""
+        image = self.segmenter.image
+        self._image = image
+        self.figure = self._source = self._tool = None
+        self._drawn = []
+        if image is None:
+            self._pipe = self.base = None
+            self.pane.object = None
+            return
+        h, w = image.shape[:2]
+        self._step = display_step(image.shape)
+        bounds = (0, 0, w, h)
+        fw, fh = frame_size(image.shape)
+        base = self.base = hv.RGB(to_display_rgb(downsample(image, self._step)), bounds=bounds)
+        self._pipe = hv.streams.Pipe(data=self._overlay_data())
+        overlay = hv.DynamicMap(partial(_rgba_element, bounds=bounds), streams=[self._pipe])
+        path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL])
+        stream = hv.streams.FreehandDraw(source=path, num_objects=0)
+        stream.add_subscriber(partial(self._on_stream, image))
+        plot = (base * overlay * path).opts(
+            hv.opts.RGB(
+                frame_width=fw, frame_height=fh, xaxis=None, yaxis=None,
+                default_tools=["pan", "wheel_zoom", "box_zoom", "reset"],
+                active_tools=["freehand_draw", "wheel_zoom"], toolbar="above",
+            ),
+            hv.opts.Path(hooks=[partial(self._hook, fw)]),
+        )
+        self.pane.object = plot
+
+    def _hook(self, frame_width: int, plot: Any, element: Any) -> None:
+        fig = plot.state
+        source = plot.handles["cds"]
+        renderer = plot.handles["glyph_renderer"]
+        tool = next((t for t in fig.tools if isinstance(t, FreehandDrawTool)), None)
+        width = field(WIDTH_COL, CustomJSTransform(
+            args={"xr": fig.x_range, "fig": fig, "frame_width": frame_width}, v_func=_WIDTH_JS))
+        for glyph in (renderer.glyph, renderer.selection_glyph, renderer.nonselection_glyph,
+                      renderer.muted_glyph, renderer.hover_glyph):
+            if glyph is not None and hasattr(glyph, "line_color"):
+                glyph.update(line_color=field(COLOR_COL), line_width=width, line_alpha=0.9,
+                             line_cap="round", line_join="round")
+        redraw = CustomJS(args={"renderer": renderer}, code=_REDRAW_JS)
+        fig.x_range.js_on_change("start", redraw)
+        fig.x_range.js_on_change("end", redraw)
+        fig.js_on_event("panend", CustomJS(args={"source": source}, code=_RESYNC_JS))
+        self.figure, self._source, self._tool = fig, source, tool
+        self.set_brush()
+        self.sync_strokes(force=True)
+
+    # -- strokes ----------------------------------------------------------------------
+
+    def set_brush(self) -> None:
+        """Stamp the selected class, its colour and the width on the next stroke drawn."""
+        if self._tool is None:
+            return
+        class_id, color, width = self._brush()
+        self._tool.default_overrides = {
+            CLASS_COL: int(class_id), COLOR_COL: color, WIDTH_COL: float(width)}
+
+    def _rows(self) -> list[_Row]:
+        h = self.segmenter.image.shape[0] if self.segmenter.image is not None else 0
+        colors = {c.id: c.color for c in self.segmenter.classes}
+        rows = []
+        for s in self.segmenter.strokes:
+            xs, ys = image_to_data(s.xs, s.ys, h)
+            rows.append((np.asarray(xs), np.asarray(ys), s.label,
+                         colors.get(s.label, "#000000"), s.width))
+        return rows
+
+    def sync_strokes(self, force: bool = False) -> None:
+        """Show the Segmenter's strokes in the browser (when they differ from what it shows)."""
+        rows = self._rows()
+        if not force and _same_rows(rows, self._drawn, colors=True):
+            return
+        self._drawn = rows
+        if self._source is None:
+            return
+        data = {
+            "xs": [r[0].tolist() for r in rows],
+            "ys": [r[1].tolist() for r in rows],
+            CLASS_COL: [r[2] for r in rows],
+            COLOR_COL: [r[3] for r in rows],
+            WIDTH_COL: [r[4] for r in rows],
+        }
+        self._source.data = data
+        if any(isinstance(v, np.ndarray) for v in self._source.data.values()):
+            # Bokeh keeps the old value when it "matches" the new one, and an empty float
+            # array matches []: the browser then fails with "invalid color array".
+            self._source.data.update(data)
+
+    def _on_stream(self, image: np.ndarray, data: dict | None = None, **_: Any) -> None:
+        if image is not self.segmenter.image or data is None:
+            return  # a late event from the plot of a previous image
+        try:
+            self.on_draw(data)
+        except (ValueError, TypeError) as exc:
+            log.warning("stroke refused: %s", exc)
+            self._on_error(f"stroke refused: {exc}")
+            self.sync_strokes(force=True)
+
+    def on_draw(self, data: dict) -> None:
+        """Take the browser's strokes (FreehandDraw data, plot coordinates) into the Segmenter.
+
+        Strokes appended in the browser are added; if the browser's list differs otherwise
+        (a stroke deleted with the tool), it replaces the Segmenter's strokes.
+        """
+        rows = _browser_rows(data, self._brush)
+        if _same_rows(rows, self._drawn):
+            return
+        k = len(self._drawn)
+        seg = self.segmenter
+        h = seg.image.shape[0]
+        appended = len(rows) > k and _same_rows(rows[:k], self._drawn)
+        self._drawn = rows
+        if appended:
+            for xs, ys, label, _, width in rows[k:]:
+                cx, cy = data_to_image(xs, ys, h)
+                seg.add_stroke(cx, cy, label, width)
+        else:
+            strokes = []
+            for xs, ys, label, _, width in rows:
+                cx, cy = data_to_image(xs, ys, h)
+                strokes.append(Stroke(tuple(cx), tuple(cy), label, width))
+            seg.set_strokes(strokes)
+
+    # -- overlay ----------------------------------------------------------------------
+
+    def _overlay_data(self) -> np.ndarray:
+        seg = self.segmenter
+        empty = np.zeros((1, 1, 4), np.uint8)
+        if not self.show_overlay:
+            return empty
+        if self.view == "uncertainty":
+            if seg.uncertainty is None or seg.model is None:
+                return empty
+            return uncertainty_rgba(downsample(seg.uncertainty, self._step),
+                                    len(seg.model.classes_), self.opacity)
+        if seg.segmentation is None:
+            return empty
+        return segmentation_rgba(downsample(seg.segmentation, self._step), seg.classes,
+                                 self.opacity)
+
+    def update_overlay(self) -> None:
+        """Send the overlay as the Segmenter's results and the view settings say."""
+        if self._pipe is not None:
+            self._pipe.send(self._overlay_data())
+
+    @property
+    def overlay(self) -> np.ndarray | None:
+        """The RGBA overlay currently in the plot (display resolution), or None."""
+        return None if self._pipe is None else self._pipe.data
+
+
+def _rgba_element(data: np.ndarray, bounds: tuple[int, int, int, int]) -> hv.RGB:
+    return hv.RGB(data, bounds=bounds, vdims=["R", "G", "B", "A"])
+
+
+def _browser_rows(data: dict, brush: Callable[[], tuple[int, str, float]]) -> list[_Row]:
+    xs_all = data.get("xs") or []
+    n = len(xs_all)
+    default_class, default_color, default_width = brush()
+
+    def column(name: str, default: Any) -> list:
+        values = list(data.get(name) or [])
+        values += [default] * (n - len(values))
+        return [default if _missing(v) else v for v in values]
+
+    classes = column(CLASS_COL, default_class)
+    colors = column(COLOR_COL, default_color)
+    widths = column(WIDTH_COL, default_width)
+    ys_all = data.get("ys") or []
+    return [
+        (np.asarray(xs_all[i], dtype=float), np.asarray(ys_all[i], dtype=float),
+         int(classes[i]), str(colors[i]), float(widths[i]))
+        for i in range(n)
+    ]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and not np.isfinite(value))
+
+
+def _same_rows(a: list[_Row], b: list[_Row], colors: bool = False) -> bool:
+    if len(a) != len(b):
+        return False
+    for ra, rb in zip(a, b, strict=True):
+        if ra[2] != rb[2] or abs(ra[4] - rb[4]) > 1e-9 or (colors and ra[3] != rb[3]):
+            return False
+        if ra[0].shape != rb[0].shape or ra[1].shape != rb[1].shape:
+            return False
+        if not (np.allclose(ra[0], rb[0], equal_nan=True)
+                and np.allclose(ra[1], rb[1], equal_nan=True)):
+            return False
+    return True

@@ -1,0 +1,124 @@
+"""What the browser shows: display-sized RGB images and overlays, and coordinate conversions.
+
+Pure numpy (no Panel import), so it is tested without a browser. The browser shows images
+downsampled to at most :data:`MAX_DISPLAY_SIDE` pixels on their longer side; the server
+keeps and computes at full resolution. Plot data coordinates are full-resolution image
+pixels with y pointing up (``bounds=(0, 0, W, H)``): pixel column ``c`` spans ``[c, c + 1)``
+in x, so its centre is ``x = c + 0.5``, and row ``r`` (from the top) has its centre at
+``y = H - r - 0.5``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from ..classes import ClassInfo, colorize, hex_to_rgb
+
+#: Longest side, in pixels, of the images sent to the browser (2000x2000 RGB takes ~2.5 s
+#: to reach the canvas; beyond that the browser lags).
+MAX_DISPLAY_SIDE = 1600
+#: Colour of uncertain pixels in the uncertainty view.
+UNCERTAINTY_COLOR = "#ff00ff"
+
+
+def display_step(shape: Sequence[int], max_side: int = MAX_DISPLAY_SIDE) -> int:
+    """Integer stride that brings an image of ``shape`` within ``max_side`` on each side."""
+    return max(1, math.ceil(max(int(shape[0]), int(shape[1])) / max_side))
+
+
+def downsample(arr: np.ndarray, step: int) -> np.ndarray:
+    """Every ``step``-th row and column: ``ceil(H / step)`` by ``ceil(W / step)``.
+
+    Nearest-neighbour on purpose: label images must keep their class ids, and the image
+    shown under them must line up with them (both go through this function).
+    """
+    if step <= 1:
+        return arr
+    return arr[::step, ::step]
+
+
+def to_display_rgb(image: np.ndarray) -> np.ndarray:
+    """An image as ``(H, W, 3)`` uint8 for the browser.
+
+    uint8 images are shown as they are; other dtypes (16-bit, float, bool) are stretched
+    between their 0.5 and 99.5 percentiles. Grey becomes three equal channels, two channels
+    get an empty blue channel, more than three show the first three.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(H, W)`` or ``(H, W, C)``, any numeric dtype.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W, 3)`` uint8, C-contiguous.
+    """
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.dtype != np.uint8:
+        values = arr.astype(np.float32)
+        finite = values[np.isfinite(values)]
+        lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0))
+        if hi <= lo:
+            hi = lo + 1.0
+        values = np.nan_to_num((values - lo) * (255.0 / (hi - lo)), nan=0.0)
+        arr = np.clip(values, 0, 255).astype(np.uint8)
+    c = arr.shape[2]
+    if c == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif c == 2:
+        arr = np.concatenate([arr, np.zeros_like(arr[:, :, :1])], axis=2)
+    elif c > 3:
+        arr = arr[:, :, :3]
+    return np.ascontiguousarray(arr)
+
+
+def segmentation_rgba(
+    segmentation: np.ndarray, classes: Iterable[ClassInfo], opacity: float
+) -> np.ndarray:
+    """``(H, W, 4)`` uint8: each pixel in its class colour at ``opacity`` (0..1)."""
+    return colorize(segmentation, classes, alpha=int(round(255 * _unit(opacity))))
+
+
+def uncertainty_rgba(uncertainty: np.ndarray, n_classes: int, opacity: float) -> np.ndarray:
+    """``(H, W, 4)`` uint8: :data:`UNCERTAINTY_COLOR`, more opaque where the model is unsure.
+
+    ``uncertainty`` is ``1 - max probability``, at most ``1 - 1/K`` for K classes; it is
+    scaled to 0..1 by that maximum so that "as unsure as it can be" is fully coloured.
+    """
+    top = 1.0 - 1.0 / max(int(n_classes), 2)
+    level = np.clip(np.asarray(uncertainty, dtype=np.float32) / top, 0.0, 1.0)
+    out = np.empty((*level.shape, 4), dtype=np.uint8)
+    out[:, :, :3] = hex_to_rgb(UNCERTAINTY_COLOR)
+    out[:, :, 3] = np.round(level * (255 * _unit(opacity))).astype(np.uint8)
+    return out
+
+
+def _unit(value: float) -> float:
+    return min(max(float(value), 0.0), 1.0)
+
+
+def data_to_image(
+    xs: Iterable[float], ys: Iterable[float], height: int
+) -> tuple[list[float], list[float]]:
+    """Plot data coordinates (y up) to image pixels (x = column, y = row from the top)."""
+    return ([float(x) - 0.5 for x in xs], [height - float(y) - 0.5 for y in ys])
+
+
+def image_to_data(
+    xs: Iterable[float], ys: Iterable[float], height: int
+) -> tuple[list[float], list[float]]:
+    """Image pixels (x = column, y = row from the top) to plot data coordinates (y up)."""
+    return ([float(x) + 0.5 for x in xs], [height - float(y) - 0.5 for y in ys])
+
+
+def text_color(background: str) -> str:
+    """Black or white, whichever reads better on the ``"#rrggbb"`` background."""
+    r, g, b = hex_to_rgb(background)
+    luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    return "#000000" if luminance > 140 else "#ffffff"

@@ -1,0 +1,118 @@
+"""``segdash serve``: the dashboard on a Bokeh server, one :class:`SegdashApp` per session."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SegdashError
+from ..io import read_image
+
+log = logging.getLogger("segdash.ui")
+
+#: Largest websocket message (bytes): bounds uploads (Bokeh's default is 20 MB).
+WEBSOCKET_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+def websocket_origins(port: int, address: str | None,
+                      allowed: Sequence[str] | None = None) -> list[str]:
+    """Hosts whose pages may open the dashboard's websocket.
+
+    The given ``allowed`` list if any, else this machine under its usual names and, for a
+    specific (not wildcard) ``address``, that address.
+    """
+    if allowed:
+        return list(allowed)
+    origins = [f"localhost:{port}", f"127.0.0.1:{port}"]
+    if address and address not in ("0.0.0.0", "::", "", "localhost", "127.0.0.1"):
+        origins.append(f"{address}:{port}")
+    return origins
+
+
+def create_session(image: np.ndarray | None = None, image_name: str | None = None):
+    """Build the page of one browser session (its own Segmenter) and free it at the end."""
+    import panel as pn
+
+    from .app import SegdashApp
+
+    app = SegdashApp(image=image, image_name=image_name)
+    pn.state.on_session_destroyed(lambda context: app.close())
+    return app.template()
+
+
+def _exception_handler(exc: BaseException) -> None:
+    """Last resort for errors escaping a callback: a message in the page, the trace in the log."""
+    import panel as pn
+
+    from .app import user_message
+
+    if not isinstance(exc, SegdashError | ValueError):
+        log.error("unhandled error in a callback", exc_info=exc)
+    if pn.state.notifications is not None:
+        pn.state.notifications.error(user_message(exc), duration=8000)
+
+
+def serve(
+    image: str | Path | None = None,
+    port: int = 5006,
+    address: str | None = None,
+    show: bool = False,
+    num_threads: int | None = None,
+    allow_websocket_origin: Sequence[str] | None = None,
+) -> int:
+    """Serve the dashboard until interrupted.
+
+    Parameters
+    ----------
+    image : path, optional
+        Image every new session opens (default: a bundled sample). Read once, at start.
+    port : int
+        Port to listen on.
+    address : str, optional
+        Address to listen on (default: all interfaces, as Bokeh does).
+    show : bool
+        Open a browser tab.
+    num_threads : int, optional
+        Threads computing features, training and predicting, shared by all sessions
+        (default: the number of cores). The event loop itself never computes.
+    allow_websocket_origin : sequence of str, optional
+        ``host[:port]`` values allowed to connect (see :func:`websocket_origins`).
+
+    Returns
+    -------
+    int
+        Exit status: 2 when the image cannot be read, else 0 after the server stops.
+    """
+    array, name = None, None
+    if image is not None:
+        try:
+            array = read_image(image)
+        except SegdashError as exc:
+            print(f"segdash serve: {exc}", file=sys.stderr)
+            return 2
+        array.flags.writeable = False  # shared by every session: nobody may change it
+        name = Path(image).name
+
+    import panel as pn
+
+    from .worker import shared_executor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
+                                                   "%(message)s")
+    shared_executor(num_threads)
+    pn.config.notifications = True
+    pn.config.exception_handler = _exception_handler
+    pn.serve(
+        lambda: create_session(array, name),
+        port=port,
+        address=address,
+        show=show,
+        title="segdash",
+        websocket_origin=websocket_origins(port, address, allow_websocket_origin),
+        websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_BYTES,
+    )
+    return 0

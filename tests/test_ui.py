@@ -1,0 +1,640 @@
+"""The dashboard without a browser: build the view, drive it and its Segmenter, check what it holds.
+
+Browser tests (tests/browser/) check the same behaviours through Chromium.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as im
+import io
+import json
+import threading
+
+import numpy as np
+import param
+import pytest
+from PIL import Image
+
+import segdash
+from segdash import registry
+from segdash.features import FeatureExtractor
+from segdash.ui import SegdashApp
+from segdash.ui.canvas import CLASS_COL, COLOR_COL, WIDTH_COL, frame_size
+from segdash.ui.display import (
+    data_to_image,
+    display_step,
+    downsample,
+    image_to_data,
+    segmentation_rgba,
+    to_display_rgb,
+    uncertainty_rgba,
+)
+from segdash.ui.samples import DEFAULT_SAMPLE, load_sample, sample_names
+from segdash.ui.worker import SessionWorker
+
+from .conftest import two_texture_image
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def browser_data(app: SegdashApp, strokes: list[tuple[list, list, int, float]]) -> dict:
+    """FreehandDraw data as the browser sends it: plot coordinates (y up), one row a stroke."""
+    h = app.segmenter.image.shape[0]
+    colors = {c.id: c.color for c in app.segmenter.classes}
+    data = {"xs": [], "ys": [], CLASS_COL: [], COLOR_COL: [], WIDTH_COL: []}
+    for xs, ys, label, width in strokes:
+        px, py = image_to_data(xs, ys, h)
+        data["xs"].append(px)
+        data["ys"].append(py)
+        data[CLASS_COL].append(label)
+        data[COLOR_COL].append(colors[label])
+        data[WIDTH_COL].append(width)
+    return data
+
+
+def paint_two_classes(app: SegdashApp) -> None:
+    """Strokes of class 1 on the background and class 2 inside the disc (128x128 texture)."""
+    app.canvas.on_draw(browser_data(app, [
+        ([6, 120, 120], [6, 6, 120], 1, 3.0),
+        ([50, 78], [64, 64], 2, 3.0),
+    ]))
+
+
+@pytest.fixture
+def app():
+    image, _ = two_texture_image(128)
+    view = SegdashApp(image=image, image_name="texture.png")
+    yield view
+    view.close()
+
+
+@pytest.fixture
+def rendered(app):
+    """The app with its plot rendered into a Bokeh document (hooks run, data source exists)."""
+    from bokeh.document import Document
+
+    app.canvas.pane.get_root(Document())
+    assert app.canvas._source is not None
+    return app
+
+
+def on_event_loop(body) -> None:
+    """Run ``body`` inside a running event loop, as Bokeh server callbacks run, then let
+    HoloViews process the data changes it made (the echo of strokes pushed to the browser)."""
+    import asyncio
+
+    async def main():
+        body()
+        await asyncio.sleep(0.5)
+
+    asyncio.run(main())
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def upload(widget, data: bytes, filename: str) -> None:
+    widget.param.update(filename=filename, value=data)
+
+
+# -- display helpers -------------------------------------------------------------------
+
+
+def test_display_rgb_handles_grey_colour_16bit_float_and_odd_channel_counts():
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    out = to_display_rgb(grey)
+    assert out.shape == (3, 4, 3) and out.dtype == np.uint8
+    assert np.array_equal(out[:, :, 0], grey) and np.array_equal(out[:, :, 2], grey)
+
+    deep = np.linspace(1000, 3000, 100).astype(np.uint16).reshape(10, 10)
+    out = to_display_rgb(deep)
+    assert out.min() == 0 and out.max() == 255  # stretched, not divided by 65535
+
+    flat = np.full((5, 5), 0.25, np.float32)
+    assert to_display_rgb(flat).dtype == np.uint8  # constant image: no division by zero
+
+    assert to_display_rgb(np.zeros((4, 4, 2), np.uint8)).shape == (4, 4, 3)
+    five = np.random.default_rng(0).integers(0, 255, (4, 4, 5), dtype=np.uint8)
+    assert np.array_equal(to_display_rgb(five), five[:, :, :3])
+
+
+def test_display_step_keeps_the_longer_side_within_the_limit():
+    assert display_step((512, 512)) == 1
+    assert display_step((100, 3300), max_side=1600) == 3
+    big = np.zeros((100, 3300), np.uint8)
+    assert downsample(big, 3).shape == (34, 1100)
+
+
+def test_plot_and_image_coordinates_round_trip():
+    # Pixel (column 0, row 0) of a 10-row image has its centre at x=0.5, y=9.5 (y up).
+    assert image_to_data([0], [0], 10) == ([0.5], [9.5])
+    xs, ys = data_to_image(*image_to_data([3.0, 7.25], [1.0, 8.5], 10), 10)
+    assert np.allclose(xs, [3.0, 7.25]) and np.allclose(ys, [1.0, 8.5])
+
+
+def test_overlay_colours_follow_classes_and_opacity():
+    classes = [segdash.ClassInfo(1, "a", "#ff0000"), segdash.ClassInfo(2, "b", "#0000ff")]
+    seg = np.array([[1, 2], [2, 0]], np.uint8)
+    rgba = segmentation_rgba(seg, classes, 0.5)
+    assert tuple(rgba[0, 0]) == (255, 0, 0, 128)
+    assert tuple(rgba[0, 1]) == (0, 0, 255, 128)
+    assert rgba[1, 1, 3] == 0  # unlabelled stays transparent
+    unc = uncertainty_rgba(np.array([[0.0, 0.5]], np.float32), n_classes=2, opacity=1.0)
+    assert unc[0, 0, 3] == 0 and unc[0, 1, 3] == 255  # 0.5 is the most unsure two classes get
+
+
+def test_bundled_samples_include_grey_and_colour_images():
+    names = sample_names()
+    assert DEFAULT_SAMPLE in names
+    kinds = {load_sample(n).ndim for n in names}
+    assert kinds == {2, 3}
+    with pytest.raises(ValueError, match="samples:"):
+        load_sample("nope.png")
+
+
+# -- sessions --------------------------------------------------------------------------
+
+
+def test_default_app_opens_the_default_sample_with_two_classes():
+    view = SegdashApp()
+    try:
+        assert view.segmenter.image.shape == load_sample(DEFAULT_SAMPLE).shape
+        assert [c.id for c in view.segmenter.classes] == [1, 2]
+        assert [b.label for b in view.class_buttons.objects] == ["class 1", "class 2"]
+        assert view.template().title == "segdash"
+    finally:
+        view.close()
+
+
+def test_each_session_has_its_own_segmenter(app):
+    other = SegdashApp(image=app.segmenter.image)
+    try:
+        assert other.segmenter is not app.segmenter
+        paint_two_classes(app)
+        assert app.segmenter.strokes and not other.segmenter.strokes
+        assert other.canvas.pane is not app.canvas.pane
+    finally:
+        other.close()
+
+
+def test_browser_strokes_become_segmenter_strokes_in_image_pixels(app):
+    h = app.segmenter.image.shape[0]
+    # The browser sends plot coordinates: x = column + 0.5, y = H - row - 0.5.
+    app.canvas.on_draw({"xs": [[10.5, 20.5]], "ys": [[h - 5.5, h - 5.5]], CLASS_COL: [2],
+                        COLOR_COL: ["#56b4e9"], WIDTH_COL: [7.0]})
+    (stroke,) = app.segmenter.strokes
+    assert stroke.xs == (10.0, 20.0) and stroke.ys == (5.0, 5.0)
+    assert stroke.label == 2 and stroke.width == 7.0
+    assert app.segmenter.labels[5, 15] == 2
+    # The echo of the same data (the server pushing it back) adds nothing.
+    app.canvas.on_draw({"xs": [[10.5, 20.5]], "ys": [[h - 5.5, h - 5.5]], CLASS_COL: [2],
+                        COLOR_COL: ["#56b4e9"], WIDTH_COL: [7.0]})
+    assert len(app.segmenter.strokes) == 1
+
+
+def test_a_stroke_deleted_in_the_browser_is_deleted_on_the_server(app):
+    paint_two_classes(app)
+    assert app.wait_idle(60)
+    data = browser_data(app, [([50, 78], [64, 64], 2, 3.0)])  # the first stroke is gone
+    app.canvas.on_draw(data)
+    assert [s.label for s in app.segmenter.strokes] == [2]
+
+
+def test_live_update_trains_off_the_calling_thread_and_fills_the_overlay(app):
+    threads = []
+    app.segmenter.param.watch(lambda e: threads.append(threading.current_thread()),
+                              "segmentation")
+    paint_two_classes(app)
+    assert app.wait_idle(60)
+    assert threads and all(t is not threading.current_thread() for t in threads)
+    seg = app.segmenter
+    assert seg.segmentation is not None and seg.error == ""
+    assert "trained random_forest" in app.status.object
+    overlay = app.canvas.overlay
+    assert overlay.shape == (*seg.image.shape[:2], 4)
+    colours = {tuple(p) for p in overlay[:, :, :3].reshape(-1, 3)}
+    assert colours == {(0xe6, 0x9f, 0x00), (0x56, 0xb4, 0xe9)}  # the two class colours
+    assert not app.download_labels.disabled and not app.download_model.disabled
+    # Painted right: the disc centre is class 2, a corner class 1.
+    assert seg.segmentation[64, 64] == 2 and seg.segmentation[2, 2] == 1
+
+
+def test_live_update_off_waits_for_the_train_button(app):
+    app.live_toggle.value = False
+    assert app.segmenter.live_update is False
+    paint_two_classes(app)
+    assert app.wait_idle(60)
+    assert app.segmenter.segmentation is None
+    app.train_button.clicks += 1
+    assert app.wait_idle(60)
+    assert app.segmenter.segmentation is not None
+
+
+def test_train_button_with_one_class_painted_shows_a_message(app):
+    app.live_toggle.value = False
+    app.canvas.on_draw(browser_data(app, [([6, 120], [6, 6], 1, 3.0)]))
+    app.train_button.clicks += 1
+    assert app.wait_idle(60)
+    assert app.alert.visible and "at least two classes" in app.alert.object
+
+
+def test_burst_of_strokes_trains_once_on_the_last(app):
+    app.live_toggle.value = False
+    paint_two_classes(app)
+    app.live_toggle.value = True  # one training queued
+    gate = threading.Event()
+    app.worker.submit(gate.wait)  # hold the worker while more strokes arrive
+    for i in range(5):
+        app.segmenter.add_stroke([10 + i, 20 + i], [100, 100], 1, 2)
+    trained = []
+    app.segmenter.param.watch(lambda e: trained.append(1), "model")
+    gate.set()
+    assert app.wait_idle(60)
+    assert len(trained) == 1  # the queued trainings were replaced by the newest
+
+
+def test_worker_reports_job_errors_and_keeps_running():
+    errors = []
+    worker = SessionWorker(on_error=errors.append)
+    worker.submit(lambda: 1 / 0)
+    done = []
+    worker.submit(lambda: done.append(1))
+    assert worker.wait_idle(10)
+    assert isinstance(errors[0], ZeroDivisionError) and done == [1]
+    worker.close()
+    worker.submit(lambda: done.append(2))
+    assert worker.wait_idle(10) and done == [1]
+
+
+# -- the plot --------------------------------------------------------------------------
+
+
+def test_plot_hook_maps_stroke_colour_and_width_columns(rendered):
+    source = rendered.canvas._source
+    # Empty columns must be lists: Bokeh sends empty float arrays, and the browser then
+    # fails with "invalid color array".
+    assert all(isinstance(v, list) for v in source.data.values())
+    (renderer,) = rendered.canvas._tool.renderers
+    assert renderer.data_source is source
+    assert renderer.glyph.line_color.field == COLOR_COL
+    width = renderer.glyph.line_width
+    assert width.field == WIDTH_COL and "inner_width" in width.transform.v_func
+
+
+def test_brush_follows_the_selected_class_and_width(rendered):
+    tool = rendered.canvas._tool
+    assert tool.default_overrides == {CLASS_COL: 1, COLOR_COL: "#e69f00", WIDTH_COL: 5.0}
+    rendered.class_buttons.objects[1].clicks += 1
+    rendered.width_slider.value = 12
+    assert tool.default_overrides == {CLASS_COL: 2, COLOR_COL: "#56b4e9", WIDTH_COL: 12.0}
+    assert "active" in rendered.class_buttons.objects[1].css_classes
+
+
+def test_undo_redo_clear_update_the_browser_strokes(rendered):
+    app = rendered
+    source = app.canvas._source
+    on_event_loop(lambda: paint_two_classes(app))
+    assert len(source.data["xs"]) == 2
+
+    on_event_loop(lambda: setattr(app.undo_button, "clicks", 1))
+    # The data pushed to the browser comes back through the stream: no stroke is re-added.
+    assert len(app.segmenter.strokes) == 1 and len(source.data["xs"]) == 1
+    assert not app.redo_button.disabled
+    on_event_loop(lambda: setattr(app.redo_button, "clicks", 1))
+    assert len(app.segmenter.strokes) == 2
+    assert len(source.data["xs"]) == 2 and source.data[CLASS_COL] == [1, 2]
+    on_event_loop(lambda: setattr(app.clear_button, "clicks", 1))
+    assert app.segmenter.strokes == [] and source.data["xs"] == []
+    assert all(isinstance(v, list) for v in source.data.values())
+    assert app.wait_idle(60)
+    assert app.segmenter.segmentation is None
+    assert app.canvas.overlay[:, :, 3].max() == 0  # nothing shown without a result
+
+
+def test_zoom_survives_overlay_updates(rendered):
+    app = rendered
+    figure = app.canvas.figure
+    figure.x_range.start, figure.x_range.end = 10, 60
+    on_event_loop(lambda: (paint_two_classes(app), app.wait_idle(60)))
+    app.canvas.update_overlay()
+    assert (figure.x_range.start, figure.x_range.end) == (10, 60)
+    assert app.canvas.figure is figure  # the same figure, updated in place
+
+
+def test_large_images_are_downsampled_for_display_only():
+    image = (np.random.default_rng(0).random((120, 3300)) * 255).astype(np.uint8)
+    view = SegdashApp(image=image)
+    try:
+        base = view.canvas.base
+        assert base.data.shape[:2] == (40, 1100)
+        assert base.bounds.lbrt() == (0, 0, 3300, 120)
+        view.canvas.on_draw(browser_data(view, [([10, 3000], [10, 10], 1, 3.0),
+                                                ([10, 3000], [100, 100], 2, 3.0)]))
+        assert view.wait_idle(120)
+        assert view.segmenter.segmentation.shape == (120, 3300)  # computed at full size
+        assert view.canvas.overlay.shape == (40, 1100, 4)  # shown downsampled
+    finally:
+        view.close()
+
+
+def test_frame_size_keeps_the_aspect_ratio():
+    w, h = frame_size((303, 384))
+    assert abs(w / h - 384 / 303) < 0.01 and w <= 760 and h <= 640
+
+
+# -- classes ---------------------------------------------------------------------------
+
+
+def test_classes_add_rename_recolour_remove(rendered):
+    app = rendered
+    on_event_loop(lambda: _class_edits(app))
+
+
+def _class_edits(app):
+    app.add_class_button.clicks += 1
+    seg = app.segmenter
+    assert [c.id for c in seg.classes] == [1, 2, 3] and app.active_class == 3
+    assert len(app.class_buttons.objects) == 3
+    app.class_name.value = "sky"
+    app.class_color.value = "#112233"
+    assert seg.class_info(3).name == "sky" and seg.class_info(3).color == "#112233"
+    assert app.class_buttons.objects[2].label == "sky"
+    assert app.canvas._tool.default_overrides[COLOR_COL] == "#112233"
+    # Recolouring repaints existing strokes.
+    app.canvas.on_draw(browser_data(app, [([5, 40], [5, 5], 3, 3.0)]))
+    app.class_color.value = "#445566"
+    assert app.canvas._source.data[COLOR_COL] == ["#445566"]
+    app.remove_class_button.clicks += 1
+    assert [c.id for c in seg.classes] == [1, 2] and seg.strokes == []
+    assert app.active_class == 1
+
+
+def test_the_last_class_cannot_be_removed(app):
+    app.remove_class_button.clicks += 1
+    assert [c.id for c in app.segmenter.classes] == [2]
+    assert app.remove_class_button.disabled
+    app._remove_class()
+    assert [c.id for c in app.segmenter.classes] == [2]
+    assert "at least one class" in app.errors[-1]
+
+
+# -- features and classifiers ----------------------------------------------------------
+
+
+class ConstantPlusIntensity(FeatureExtractor):
+    """Two features: the intensity (first channel) and a constant."""
+
+    level = param.Number(1.0, bounds=(0, 10), doc="The constant.")
+
+    halo = 0
+
+    def compute(self, image):
+        out = np.empty((*image.shape[:2], 2), np.float32)
+        out[:, :, 0] = image[:, :, 0]
+        out[:, :, 1] = self.level
+        return out
+
+    def feature_names(self, n_channels):
+        return ["intensity", "constant"]
+
+
+@pytest.fixture
+def extra_extractor():
+    registry.features.register("ui_test_two", ConstantPlusIntensity, overwrite=True)
+    yield "ui_test_two"
+    registry.features.unregister("ui_test_two")
+
+
+def test_feature_multi_select_concatenates_selected_extractors(extra_extractor):
+    image, _ = two_texture_image(128)
+    view = SegdashApp(image=image)
+    try:
+        assert set(registry.features.names()) <= set(view.features_select.options)
+        view.features_select.value = ["basic", extra_extractor]
+        assert view.segmenter.features == ["basic", extra_extractor]
+        titles = [p.objects[0].object for p in view.feature_settings.objects]
+        assert titles == ["**basic** settings", f"**{extra_extractor}** settings"]
+        paint_two_classes(view)
+        assert view.wait_idle(60)
+        model = view.segmenter.model
+        n_basic = len(view.segmenter.extractor("basic").feature_names(1))
+        assert model.features.names == ["basic", extra_extractor]
+        assert len(model.feature_names) == n_basic + 2
+    finally:
+        view.close()
+
+
+def test_settings_widgets_edit_the_extractor_and_retrain_once(app):
+    paint_two_classes(app)
+    assert app.wait_idle(60)
+    before = app.segmenter.feature_computations
+    panel = app.feature_settings.objects[0]
+    sigma = next(w for w in panel.objects if type(w).__name__ == "EditableRangeSlider")
+    with param.edit_constant(sigma):  # as the browser does when the slider is released
+        sigma.param.update(value=(1.0, 4.0), value_throttled=(1.0, 4.0))
+    ext = app.segmenter.extractor("basic")
+    assert (ext.sigma_min, ext.sigma_max) == (1.0, 4.0)
+    assert app.wait_idle(60)
+    assert app.segmenter.feature_computations == before + 1
+    import panel as pn
+
+    boxes = {w.name for w in panel.select(pn.widgets.Checkbox)}
+    assert {"Intensity", "Edges", "Texture"} <= boxes
+
+
+def test_empty_feature_selection_is_refused_with_a_message(app):
+    app.features_select.value = []
+    assert app.segmenter.features == ["basic"]
+    assert app.features_select.value == ["basic"]
+    assert "at least one feature extractor" in app.errors[-1]
+
+
+def test_switching_classifier_retrains_and_shows_its_settings(app):
+    assert set(registry.classifiers.names()) == set(app.classifier_select.options)
+    paint_two_classes(app)
+    assert app.wait_idle(60)
+    assert app.segmenter.model.classifier == "random_forest"
+    app.classifier_select.value = "gradient_boosting"
+    assert app.wait_idle(60)
+    assert app.segmenter.model.classifier == "gradient_boosting"
+    settings = app.classifier_settings.objects[0]
+    assert settings.objects[0].object == "**gradient_boosting** settings"
+    assert "max_iter" in settings.objects[-1].parameters
+
+
+def test_broken_plugins_are_listed_in_the_page(monkeypatch):
+    broken = im.EntryPoint(name="ui_broken", value="segdash_no_such_module:Nothing",
+                           group=registry.FEATURES_GROUP)
+    real = registry.features._discover
+    monkeypatch.setattr(registry.features, "_discover", lambda: [*real(), broken])
+    registry.features.refresh()
+    try:
+        image, _ = two_texture_image(64)
+        view = SegdashApp(image=image)
+        assert view.plugin_alert.visible
+        assert "ui_broken" in view.plugin_alert.object
+        assert "segdash_no_such_module" in view.plugin_alert.object
+        view.features_select.value = ["basic", "ui_broken"]  # choosing it: a message, no crash
+        assert view.segmenter.features == ["basic"]
+        assert "ui_broken" in view.errors[-1]
+        view.close()
+    finally:
+        monkeypatch.undo()
+        registry.features.refresh()
+
+
+# -- uploads ---------------------------------------------------------------------------
+
+
+def test_image_uploads_of_every_kind_open(app):
+    rng = np.random.default_rng(0)
+    grey16 = (rng.random((40, 50)) * 60000).astype(np.uint16)
+    rgba = (rng.random((30, 20, 4)) * 255).astype(np.uint8)
+    for data, name, shape, dtype in [
+        (png_bytes(grey16), "deep.png", (40, 50), np.uint16),
+        (png_bytes(rgba), "rgba.png", (30, 20, 3), np.uint8),
+    ]:
+        upload(app.image_upload, data, name)
+        assert app.wait_idle(60)
+        assert app.segmenter.image.shape == shape and app.segmenter.image.dtype == dtype
+        assert app.image_name == name and name in app.image_info.object
+        assert app.sample_select.value == ""
+    buf = io.BytesIO()
+    Image.fromarray(rgba[:, :, :3]).save(buf, format="JPEG")
+    upload(app.image_upload, buf.getvalue(), "photo.jpg")
+    assert app.wait_idle(60)
+    assert app.segmenter.image.shape == (30, 20, 3)
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, grey16)
+    upload(app.image_upload, buf.getvalue(), "deep.tif")
+    assert app.wait_idle(60)
+    assert app.segmenter.image.dtype == np.uint16 and app.canvas.pane.object is not None
+
+
+def test_bad_image_upload_shows_an_error_and_keeps_the_session(app):
+    before = app.segmenter.image
+    upload(app.image_upload, b"this is not an image", "notes.png")
+    assert app.wait_idle(60)
+    assert app.alert.visible and "notes.png" in app.alert.object
+    assert "not a PNG, JPEG or TIFF" in app.alert.object
+    assert "Traceback" not in app.alert.object
+    assert app.segmenter.image is before
+    paint_two_classes(app)  # still works
+    assert app.wait_idle(60)
+    assert app.segmenter.segmentation is not None
+
+
+def test_choosing_a_sample_opens_it(app):
+    app.sample_select.value = "astronaut.jpg"
+    assert app.wait_idle(60)
+    assert app.segmenter.image.shape == (512, 512, 3)
+    assert app.image_name == "astronaut.jpg"
+
+
+def test_model_upload_applies_it_and_a_wrong_model_is_refused(app):
+    paint_two_classes(app)
+    assert app.wait_idle(60)
+    data = app.segmenter.model.to_bytes()
+    image, _ = two_texture_image(128, seed=3)
+    other = SegdashApp(image=image)
+    try:
+        upload(other.model_upload, data, "model.skops")
+        assert other.wait_idle(60)
+        assert other.segmenter.segmentation is not None and other.errors == []
+        assert other.canvas.overlay[:, :, 3].max() > 0
+        rgb = SegdashApp(image=np.zeros((20, 20, 3), np.uint8))
+        upload(rgb.model_upload, data, "model.skops")
+        assert rgb.wait_idle(60)
+        assert "channel" in rgb.alert.object and rgb.segmenter.segmentation is None
+        upload(rgb.model_upload, b"\x80\x04garbage", "evil.skops")
+        assert rgb.wait_idle(60)
+        assert "pickle" in rgb.alert.object
+        rgb.close()
+    finally:
+        other.close()
+
+
+def test_annotations_download_and_upload_round_trip(app):
+    paint_two_classes(app)
+    assert app.wait_idle(60)
+    text = app._strokes_file().read()
+    assert app.download_strokes.filename == "texture_annotations.json"
+    doc = json.loads(text)
+    assert len(doc["strokes"]) == 2
+    image, _ = two_texture_image(128)
+    other = SegdashApp(image=image)
+    try:
+        upload(other.strokes_upload, text, "texture_annotations.json")
+        assert other.wait_idle(60)
+        assert [s.label for s in other.segmenter.strokes] == [1, 2]
+        assert other.segmenter.segmentation is not None
+        upload(other.strokes_upload, b"{not json", "broken.json")
+        assert other.wait_idle(60)
+        assert "not valid JSON" in other.alert.object
+    finally:
+        other.close()
+
+
+# -- downloads -------------------------------------------------------------------------
+
+
+def test_downloads_label_image_overlay_and_model(app, tmp_path):
+    with pytest.raises(ValueError):
+        app._labels_file()
+    assert "train a model first" in app.errors[-1]
+    paint_two_classes(app)
+    assert app.wait_idle(60)
+    labels = np.asarray(Image.open(app._labels_file()))
+    assert app.download_labels.filename == "texture_labels.png"
+    assert labels.shape == (128, 128) and set(np.unique(labels)) == {1, 2}
+    overlay = Image.open(app._overlay_file())
+    assert overlay.mode == "RGBA" and overlay.size == (128, 128)
+    content = app._model_file().read()  # also sets the file name
+    path = tmp_path / app.download_model.filename
+    path.write_bytes(content)
+    assert path.name == "texture_model.skops"
+    model = segdash.load_model(path)
+    assert np.array_equal(model.predict(app.segmenter.image), app.segmenter.segmentation)
+
+
+def test_labels_beyond_255_download_as_tiff(app):
+    import tifffile
+
+    doc = {"format": "segdash-annotations", "strokes": [
+        {"x": [6, 120], "y": [6, 6], "label": 1, "width": 3},
+        {"x": [50, 78], "y": [64, 64], "label": 300, "width": 3}]}
+    app.segmenter.load_strokes_json(json.dumps(doc))
+    assert app.wait_idle(60)
+    buf = app._labels_file()
+    assert app.download_labels.filename.endswith(".tif")
+    assert set(np.unique(tifffile.imread(buf))) == {1, 300}
+
+
+# -- lifetime --------------------------------------------------------------------------
+
+
+def test_close_frees_the_session_memory(app):
+    paint_two_classes(app)
+    assert app.wait_idle(60)
+    app.close()
+    seg = app.segmenter
+    assert seg.image is None and seg.segmentation is None and seg.model is None
+    assert seg.probabilities is None and seg.labels is None and seg._cache is None
+    seg.add_class()  # later changes reach no page and start no job
+    assert app.wait_idle(5)
+
+
+def test_segmenter_release_discards_a_running_training():
+    image, _ = two_texture_image(64)
+    seg = segdash.Segmenter(image=image, live_update=False)
+    seg.add_stroke([2, 60], [2, 2], 1, 2)
+    seg.add_stroke([20, 40], [32, 32], 2, 2)
+    seg.compute_features()
+    seg.release()
+    assert seg.image is None and seg._cache is None and seg.strokes == []
+    assert seg.train() is None and seg.error == "open an image first"
