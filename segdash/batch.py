@@ -640,6 +640,7 @@ def _connect(opts: Options) -> tuple[Any, Any, str]:
     """A Dask client: to ``opts.scheduler``, or to an in-process cluster of threads."""
     import logging
 
+    import dask
     from distributed import Client, LocalCluster
 
     if opts.scheduler:
@@ -647,7 +648,8 @@ def _connect(opts: Options) -> tuple[Any, Any, str]:
         kwargs = ({"scheduler_file": target} if target.endswith(".json")
                   else {"address": target})
         try:
-            client = Client(**kwargs, timeout="20s", set_as_default=False)
+            client = Client(**kwargs, set_as_default=False,
+                            timeout=dask.config.get("distributed.comm.timeouts.connect"))
         except Exception as exc:
             raise _SetupError(f"cannot reach the Dask scheduler {target}: {_reason(exc)}"
                               ) from exc
@@ -655,9 +657,13 @@ def _connect(opts: Options) -> tuple[Any, Any, str]:
         return client, None, (f"scheduler {client.scheduler.address} "
                               f"({len(n)} workers, {sum(n.values())} threads)")
     threads = opts.workers or os.cpu_count() or 1
+    # No dashboard (it would import Bokeh) and no fixed port: Dask's HTTP server always
+    # starts, so bind it to a free port on localhost.
     cluster = LocalCluster(n_workers=1, threads_per_worker=threads, processes=False,
                            dashboard_address=None, memory_limit=0,
-                           silence_logs=logging.ERROR)
+                           silence_logs=logging.ERROR,
+                           scheduler_kwargs={"dashboard": False,
+                                             "dashboard_address": "127.0.0.1:0"})
     client = Client(cluster, set_as_default=False)
     return client, cluster, f"local scheduler ({threads} threads)"
 
