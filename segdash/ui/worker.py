@@ -46,7 +46,8 @@ class SessionWorker:
     Parameters
     ----------
     on_error : callable
-        Called (on the worker thread) with the exception a job raised.
+        Called (on the worker thread) with the exception a job raised; it decides what to
+        show and what to log.
     on_busy : callable, optional
         Called with no argument when :attr:`busy` may have changed (read it then).
     executor : ThreadPoolExecutor, optional
@@ -101,7 +102,6 @@ class SessionWorker:
             try:
                 job()
             except Exception as exc:  # reported to the user; the session keeps working
-                log.exception("segdash job failed")
                 try:
                     self._on_error(exc)
                 except Exception:

@@ -1,0 +1,164 @@
+"""Driving the segdash page: where the plot is, drawing strokes, reading what the page shows.
+
+What the page shows is read from the Bokeh models in the browser (``window.Bokeh``), never
+from a test-only server endpoint.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from playwright.sync_api import Page, expect
+
+# The plot frame (the image area) in page pixels, and its data ranges.
+FRAME_JS = """() => {
+  const v = Bokeh.index.query_one((v) => v.frame != null && v.canvas_view != null);
+  if (v == null) return null;
+  const b = v.frame.bbox, r = v.canvas_view.el.getBoundingClientRect();
+  return {x: r.left + b.x0, y: r.top + b.y0, w: b.width, h: b.height,
+          x0: v.model.x_range.start, x1: v.model.x_range.end,
+          y0: v.model.y_range.start, y1: v.model.y_range.end};
+}"""
+
+# Shared JS helpers: column of a data source (Map or object), the renderer views.
+_JS_LIB = """
+  const col = (ds, k) => ds.data instanceof Map ? ds.data.get(k) : ds.data[k];
+  const views = (type) => [...Bokeh.index.query((v) => v.model.type === 'GlyphRenderer'
+                                                 && v.model.glyph.type === type)];
+"""
+
+# The strokes the browser holds: class, colour, width (image px) and on-screen width.
+STROKES_JS = """() => {""" + _JS_LIB + """
+  const v = views('MultiLine')[0];
+  if (v == null) return null;
+  const ds = v.model.data_source, n = ds.get_length() || 0;
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    out.push({cls: col(ds, 'stroke_class')[i], color: col(ds, 'stroke_color')[i],
+              width: col(ds, 'stroke_width')[i], points: col(ds, 'xs')[i].length,
+              screen_width: v.glyph.visuals.line.line_width.get(i)});
+  }
+  return out;
+}"""
+
+# The overlay image (second ImageRGBA): shape, opaque pixel count and distinct colours.
+OVERLAY_JS = """() => {""" + _JS_LIB + """
+  const imgs = views('ImageRGBA');
+  if (imgs.length < 2) return null;
+  const img = col(imgs[imgs.length - 1].model.data_source, 'image')[0];
+  const packed = new Uint32Array(img.buffer, img.byteOffset, img.length);
+  let opaque = 0; const colours = new Set();
+  for (const p of packed) {
+    if ((p >>> 24) !== 0) { opaque += 1; colours.add(p & 0xffffff); }
+  }
+  const hex = [...colours].slice(0, 20).map((c) => '#' + [c & 0xff, (c >> 8) & 0xff,
+    (c >> 16) & 0xff].map((x) => x.toString(16).padStart(2, '0')).join(''));
+  return {shape: img.shape, opaque: opaque, colours: hex.sort()};
+}"""
+
+# The freehand tool's stamp for the next stroke.
+BRUSH_JS = """() => {
+  const v = Bokeh.index.query_one((v) => v.model.type === 'FreehandDrawTool');
+  const o = v.model.default_overrides;
+  return o instanceof Map ? Object.fromEntries(o.entries()) : o;
+}"""
+
+
+@dataclass
+class Frame:
+    """The plot frame on the page and the data range it shows."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    x0: float
+    x1: float
+    y0: float
+    y1: float
+
+    def at(self, column: float, row: float, height: int) -> tuple[float, float]:
+        """Page position of image pixel (column, row from the top) of an image ``height`` tall."""
+        x_data, y_data = column + 0.5, height - row - 0.5
+        return (self.x + (x_data - self.x0) / (self.x1 - self.x0) * self.w,
+                self.y + (self.y1 - y_data) / (self.y1 - self.y0) * self.h)
+
+
+def open_app(page: Page, url: str) -> Frame:
+    """Load the dashboard and wait until the plot is drawn."""
+    page.goto(url)
+    expect(page).to_have_title("segdash")
+    page.wait_for_function(f"({FRAME_JS})() !== null", timeout=30_000)
+    page.wait_for_function(f"({BRUSH_JS})() != null", timeout=30_000)
+    return frame(page)
+
+
+def frame(page: Page) -> Frame:
+    return Frame(**page.evaluate(FRAME_JS))
+
+
+def draw(page: Page, points: list[tuple[float, float]], release: bool = True) -> None:
+    """Drag the mouse through page positions ``points`` (a freehand stroke)."""
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for p in points[1:]:
+        page.mouse.move(*p, steps=8)
+    if release:
+        page.mouse.up()
+
+
+def paint(page: Page, pixels: list[tuple[float, float]], height: int) -> None:
+    """Draw a stroke through image pixels (column, row) on the current plot."""
+    f = frame(page)
+    draw(page, [f.at(c, r, height) for c, r in pixels])
+
+
+def choose_class(page: Page, name: str, class_id: int) -> None:
+    """Click a class button and wait until the browser stamps that class on new strokes."""
+    page.locator(".segdash-class button", has_text=name).click()
+    page.wait_for_function(f"({BRUSH_JS})().stroke_class === {class_id}", timeout=10_000)
+
+
+def wait_status(page: Page, pattern: str, timeout: float = 60_000) -> str:
+    """Wait until the status line matches ``pattern`` (a regex); return its text."""
+    locator = page.locator(".segdash-status pre", has_text=re.compile(pattern))
+    locator.wait_for(timeout=timeout)
+    return locator.inner_text()
+
+
+def strokes(page: Page) -> list[dict]:
+    return page.evaluate(STROKES_JS)
+
+
+def overlay(page: Page) -> dict | None:
+    return page.evaluate(OVERLAY_JS)
+
+
+def wait_overlay(page: Page, opaque: int, timeout: float = 30_000) -> dict:
+    """Wait until the overlay has ``opaque`` non-transparent pixels; return its summary."""
+    page.wait_for_function(f"(({OVERLAY_JS})() || {{}}).opaque === {int(opaque)}",
+                           timeout=timeout)
+    return overlay(page)
+
+
+def download(page: Page, label: str, folder: Path) -> Path:
+    """Click a download button and save the file in ``folder``; returns its path."""
+    with page.expect_download(timeout=60_000) as info:
+        page.locator(".bk-btn, button", has_text=label).first.click()
+    target = folder / info.value.suggested_filename
+    info.value.save_as(target)
+    return target
+
+
+def upload(page: Page, accept: str, path: Path) -> None:
+    """Choose ``path`` in the file input accepting ``accept`` (e.g. ".skops")."""
+    page.locator(f"input[type=file][accept*='{accept}']").set_input_files(str(path))
+
+
+def error_text(page: Page, pattern: str, timeout: float = 30_000) -> str:
+    """Wait for the error banner to show text matching ``pattern``; return it."""
+    locator = page.locator(".segdash-error").get_by_text(re.compile(pattern))
+    locator.wait_for(timeout=timeout)
+    return locator.inner_text()
