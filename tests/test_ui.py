@@ -638,3 +638,53 @@ def test_segmenter_release_discards_a_running_training():
     seg.release()
     assert seg.image is None and seg._cache is None and seg.strokes == []
     assert seg.train() is None and seg.error == "open an image first"
+
+
+# -- overlay view, busy indicator ------------------------------------------------------
+
+
+def test_overlay_opacity_show_hide_and_uncertainty_view(app):
+    paint_two_classes(app)
+    assert app.wait_idle(60)
+    assert set(np.unique(app.canvas.overlay[:, :, 3])) == {128}
+    app.opacity_slider.value = 1.0
+    assert set(np.unique(app.canvas.overlay[:, :, 3])) == {255}
+    app.overlay_toggle.value = False
+    assert app.canvas.overlay[:, :, 3].max() == 0
+    app.overlay_toggle.value = True
+    app.view_select.value = "uncertainty"
+    shown = app.canvas.overlay
+    assert {tuple(p) for p in shown[:, :, :3].reshape(-1, 3)} == {(255, 0, 255)}
+    unsure = app.segmenter.uncertainty
+    # More opaque where the model is less sure.
+    assert shown[..., 3][unsure > np.percentile(unsure, 90)].mean() > \
+        shown[..., 3][unsure <= np.percentile(unsure, 10)].mean()
+
+
+def test_busy_indicator_follows_the_worker(app):
+    gate = threading.Event()
+    app.worker.submit(gate.wait)
+    assert app.spinner.value is True
+    gate.set()
+    assert app.wait_idle(10)
+    assert app.spinner.value is False
+
+
+# -- serve -----------------------------------------------------------------------------
+
+
+def test_serve_refuses_an_unreadable_image_before_starting(tmp_path, capsys):
+    from segdash.ui.serve import serve
+
+    bad = tmp_path / "nothing.png"
+    bad.write_text("hello")
+    assert serve(image=bad, port=0) == 2
+    assert "nothing.png: not a PNG, JPEG or TIFF" in capsys.readouterr().err
+
+
+def test_websocket_origins_default_to_this_machine():
+    from segdash.ui.serve import websocket_origins
+
+    assert websocket_origins(5006, None) == ["localhost:5006", "127.0.0.1:5006"]
+    assert websocket_origins(80, "10.1.2.3")[-1] == "10.1.2.3:80"
+    assert websocket_origins(80, "0.0.0.0", ["example.org"]) == ["example.org"]

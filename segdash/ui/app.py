@@ -483,6 +483,8 @@ class SegdashApp(pn.viewable.Viewer):
             return
         widget = event.obj
         filename = str(getattr(widget, "filename", None) or "upload")
+        widget.clear()  # the same file can be chosen again...
+        widget.param.update(value=None, filename=None)  # ...and the widget keeps no copy
         self._clear_error()
         if len(data) > MAX_UPLOAD_BYTES:
             self.report(f"{filename}: file too large ({len(data)} bytes; the limit is "
@@ -556,6 +558,7 @@ class SegdashApp(pn.viewable.Viewer):
     def close(self) -> None:
         """Free the session's memory: stop jobs, drop the image, features and results."""
         self._closed = True
+        log.info("session closed: releasing %s", self.image_name)
         self.worker.close()
         self.segmenter.run_training = lambda job: None
         self.segmenter.release()

@@ -15,6 +15,7 @@ import segdash
 from segdash.ui.samples import DEFAULT_SAMPLE, load_sample
 
 from .pages import (
+    OVERLAY_JS,
     STROKES_JS,
     choose_class,
     download,
@@ -22,6 +23,7 @@ from .pages import (
     error_text,
     frame,
     open_app,
+    overlay,
     paint,
     strokes,
     upload,
@@ -76,6 +78,10 @@ def test_two_class_strokes_make_an_overlay_and_the_files_say_so(page, server, co
     assert np.mean(model.predict(load_sample(DEFAULT_SAMPLE)) == labels) > 0.999
     overlay_path = download(page, "Coloured overlay", tmp_path)
     assert Image.open(overlay_path).mode == "RGBA"
+    # The uncertainty view: one highlight colour, transparent where the model is sure.
+    page.get_by_role("button", name="uncertainty").click()
+    page.wait_for_function(f"(({OVERLAY_JS})() || {{}}).colours.join() === '#ff00ff'")
+    assert overlay(page)["opaque"] < H * W
 
 
 def test_strokes_show_their_class_colour_while_drawn_and_keep_their_width_when_zoomed(
@@ -105,6 +111,14 @@ def test_strokes_show_their_class_colour_while_drawn_and_keep_their_width_when_z
     page.wait_for_function("() => " + "(" + STROKES_JS + ")().length === 2")
     new = strokes(page)[1]
     assert new["width"] == 5 and abs(new["screen_width"] - 5 * zoomed_scale) < 0.01
+    # Training and the new overlay keep the zoom.
+    choose_class(page, "class 1", 1)
+    draw(page, [zoomed.at(65, 80, H), zoomed.at(95, 80, H)])
+    wait_status(page, r"trained random_forest")
+    wait_overlay(page, H * W)
+    after = frame(page)
+    assert (after.x0, after.x1, after.y0, after.y1) == (zoomed.x0, zoomed.x1, zoomed.y0,
+                                                        zoomed.y1)
 
 
 def test_switching_the_classifier_changes_the_result(page, server, console, tmp_path):
