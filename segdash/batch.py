@@ -66,9 +66,25 @@ def default_tile(model: Any) -> int:
         A multiple of :data:`TILE_STEP`, at least ``2 * model.halo``.
     """
     n_features = max(len(model.feature_names), 1)
-    side = int(math.sqrt(TILE_FEATURE_BYTES / (4 * n_features))) - 2 * model.halo
+    side = int(math.sqrt(TILE_FEATURE_BYTES / (_bytes_per_feature(model) * n_features)))
+    side -= 2 * model.halo
     tile = max(TILE_STEP, side // TILE_STEP * TILE_STEP)
     return max(tile, min_tile(model))
+
+
+def _bytes_per_feature(model: Any) -> int:
+    """Bytes one feature of one pixel takes while a tile is predicted.
+
+    A model holding a quantizer predicts from uint8 feature codes: 1 byte, plus the
+    extractor's float temporaries (counted as 1 more) when every extractor computes codes
+    directly; an extractor that does not makes float32 features first (4 + 1). A model
+    without a quantizer predicts from float32 features (4).
+    """
+    if getattr(model, "quantizer", None) is None:
+        return 4
+    direct = all(callable(getattr(e, "compute_codes", None))
+                 for _, e in model.features.extractors)
+    return 2 if direct else 5
 
 
 def min_tile(model: Any) -> int:
@@ -332,6 +348,7 @@ class Job:
     rows: tuple[int, ...]
     cols: tuple[int, ...]
     writers: dict[str, Any] = field(default_factory=dict)
+    graphs: dict[int, list] = field(default_factory=dict)
     bands: dict[int, _Bands] = field(default_factory=dict)
     futures: set = field(default_factory=set)
     submitted: int = 0
@@ -490,7 +507,13 @@ def _worker_report(features: Sequence[str], classifier: str,
 
 
 class _Runner:
-    """Feeds the tiles of every plane of every job to a Dask client and writes results."""
+    """Feeds the tiles of every plane of every job to a Dask client and writes results.
+
+    Tiles are submitted one row of tiles at a time, in order, keeping about
+    ``window`` tiles in flight across images: enough to keep every thread busy (also
+    between images), few enough that finished tiles waiting for the rest of their band stay
+    within a couple of tile rows whatever the image size.
+    """
 
     def __init__(self, client: Any, model: Any, opts: Options, tile: int, bars: Any) -> None:
         self.client, self.model, self.opts, self.tile, self.bars = (
@@ -498,14 +521,14 @@ class _Runner:
         # One copy of the model per worker, not one per task or per plane.
         self.model_ref = client.scatter(batch_model(model), broadcast=True, hash=False)
         self.lut = _colour_lut(model)
-        threads = sum(client.nthreads().values()) or 1
-        # Enough tiles queued to keep every thread busy between planes, few enough to keep
-        # finished tiles waiting for their band (and planes waiting for their turn) small.
-        self.window = max(4, 2 * threads)
+        self.threads = sum(client.nthreads().values()) or 1
         self.done: list[Job] = []
         self.failed: list[tuple[str, str]] = []
+        self.in_flight = 0
+        self.meta: dict[Any, tuple[Job, int, int, int]] = {}
 
-    def _plane_tiles(self, job: Job, p: int) -> list[Any]:
+    def _plane_tiles(self, job: Job, p: int) -> list[list[Any]]:
+        """The Delayed results of every tile of plane ``p``, as rows of tiles."""
         import dask
         import dask.array as da
 
@@ -528,20 +551,23 @@ class _Runner:
         grids = [arrays[k].to_delayed(optimize_graph=False) for k in kinds]
         pack = dask.delayed(_pack_tile, pure=True)
         name = f"segdash-tile-{uuid.uuid4().hex}"
-        tiles = []
-        for i in range(len(job.rows)):
-            for j in range(len(job.cols)):
-                blocks = [g[(i, j) + (0,) * (g.ndim - 2)] for g in grids]
-                tiles.append(pack(kinds, *blocks, dask_key_name=f"{name}-{i}-{j}"))
         job.bands[p] = _Bands(kinds, len(job.rows), len(job.cols))
-        return tiles
+        return [[pack(kinds, *[g[(i, j) + (0,) * (g.ndim - 2)] for g in grids],
+                      dask_key_name=f"{name}-{i}-{j}")
+                 for j in range(len(job.cols))]
+                for i in range(len(job.rows))]
 
     def fail(self, job: Job, exc: BaseException | str) -> None:
         if job.error is not None:
             return
         job.error = _without_name(job.name, exc if isinstance(exc, str) else _reason(exc))
         if job.futures:
+            for fut in job.futures:
+                if self.meta.pop(fut.key, None) is not None:
+                    self.in_flight -= 1
             self.client.cancel(list(job.futures))
+            job.futures.clear()
+        job.graphs.clear()
         _abort_job(job)
         remaining = (job.source.frames - job.written) * job.tiles_per_plane
         self.bars.tiles.total = max(self.bars.tiles.n, self.bars.tiles.total - remaining)
@@ -568,37 +594,44 @@ class _Runner:
     def run(self, jobs: Sequence[Job]) -> None:
         from distributed import as_completed
 
-        pending = deque((job, p) for job in jobs for p in range(job.source.frames))
-        meta: dict[Any, tuple[Job, int, int, int]] = {}
+        pending = deque((job, p, i) for job in jobs for p in range(job.source.frames)
+                        for i in range(len(job.rows)))
         stream = as_completed(loop=self.client.loop)
-        in_flight = 0
 
         def refill() -> None:
-            nonlocal in_flight
-            while pending and in_flight < self.window:
-                job, p = pending.popleft()
+            while pending:
+                job, p, i = pending[0]
+                window = max(2 * self.threads, len(job.cols) + self.threads)
+                if self.in_flight >= window:
+                    return
+                pending.popleft()
                 if job.error is not None:
                     continue
                 try:
-                    if p == 0:
+                    if p == 0 and i == 0:
                         _open_writers(job, self.model)
-                    tiles = self._plane_tiles(job, p)
-                    futures = self.client.compute(tiles)
+                    if i == 0:
+                        job.graphs[p] = self._plane_tiles(job, p)
+                    row = job.graphs[p][i]
+                    if i == len(job.rows) - 1:
+                        del job.graphs[p]
+                    futures = self.client.compute(row)
                 except Exception as exc:
                     self.fail(job, exc)
                     continue
-                for n, fut in enumerate(futures):
-                    meta[fut.key] = (job, p, *divmod(n, len(job.cols)))
+                for j, fut in enumerate(futures):
+                    self.meta[fut.key] = (job, p, i, j)
                     job.futures.add(fut)
                     stream.add(fut)
-                in_flight += len(futures)
+                self.in_flight += len(futures)
 
         refill()
         for fut in stream:
-            job, p, i, j = meta.pop(fut.key)
-            in_flight -= 1
-            job.futures.discard(fut)
-            if job.error is None:
+            info = self.meta.pop(fut.key, None)
+            if info is not None:  # None: its job failed and was accounted for then
+                job, p, i, j = info
+                self.in_flight -= 1
+                job.futures.discard(fut)
                 try:
                     if fut.status != "finished":
                         raise fut.exception() or RuntimeError(f"tile {fut.status}")
@@ -610,6 +643,9 @@ class _Runner:
                     self.fail(job, exc)
             fut.release()
             refill()
+        for job in jobs:  # never silent: every job ends done or failed
+            if job.error is None and job not in self.done:
+                self.fail(job, "not processed (internal error: no tile result came back)")
 
 
 class _Bars:
@@ -735,6 +771,9 @@ def run(model_path: str | Path, inputs: Sequence[str], opts: Options) -> int:
         if jobs:
             client, cluster, where = _connect(opts)
             if opts.scheduler:
+                if opts.workers:
+                    print("segdash apply: --workers applies to the local scheduler; the "
+                          "cluster's workers are used as they are", file=sys.stderr)
                 jobs = _check_workers(client, model, jobs, failed)
             print(f"segdash apply: {len(jobs)} image(s), tile {tile} px (halo {model.halo}), "
                   f"{where}", file=out, flush=True)

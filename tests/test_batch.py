@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
 import segdash
 from segdash.batch import (
     TILE_FEATURE_BYTES,
+    _bytes_per_feature,
     apply,
     batch_model,
     default_tile,
@@ -189,7 +192,13 @@ def test_default_tile_keeps_the_features_of_a_tile_within_the_budget(grey_model,
         tile = default_tile(model)
         n_feat = len(model.feature_names)
         assert tile % 256 == 0 and tile >= min_tile(model)
-        assert (tile + 2 * model.halo) ** 2 * n_feat * 4 <= TILE_FEATURE_BYTES
+        per_pixel = n_feat * _bytes_per_feature(model)
+        assert (tile + 2 * model.halo) ** 2 * per_pixel <= TILE_FEATURE_BYTES
+    # models predicting from uint8 codes get larger tiles than float-feature models
+    float_model = copy.copy(big_model)
+    float_model.quantizer = None
+    assert _bytes_per_feature(big_model) < _bytes_per_feature(float_model)
+    assert default_tile(float_model) < default_tile(big_model)
 
 
 def test_batch_model_runs_its_estimator_on_one_thread_without_changing_the_model():

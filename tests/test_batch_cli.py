@@ -281,3 +281,25 @@ def test_command_shows_progress_and_a_summary_with_throughput(data, tmp_path):
     assert "megapixels) in" in summary and "megapixels/s" in summary
     assert sorted(os.listdir(tmp_path)) == ["stack_labels.tif", "strips_labels.png",
                                             "tiled_labels.png"]
+
+
+def test_finished_tiles_wait_for_their_band_within_a_few_tile_rows(data, tmp_path,
+                                                                   monkeypatch):
+    from segdash import batch
+
+    tall = np.concatenate([data["images"]["plain"]] * 4)[:, :150]  # 748 x 150: 12 x 3 tiles
+    Image.fromarray(tall).save(tmp_path / "tall.png")
+    held = []
+    add = batch._Bands.add
+
+    def recording_add(self, kind, i, j, block):
+        add(self, kind, i, j, block)
+        held.append(len(self.blocks))
+
+    monkeypatch.setattr(batch._Bands, "add", recording_add)
+    assert _apply(data, tmp_path / "out", "--workers", "2",
+                  inputs=[str(tmp_path / "tall.png")]) == 0
+    assert len(held) == 12 * 3
+    assert max(held) <= 2 * 3  # never more than two rows of tiles in memory
+    with Image.open(tmp_path / "out" / "tall_labels.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), data["loaded"].predict(tall))
