@@ -9,7 +9,7 @@ STAMP := $(VENV)/.segdash-installed
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 PORT ?= 5006
 
-.PHONY: install test serve browser lint bench clean
+.PHONY: install test serve browser lint bench bench-batch clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# segdash apply on an 8192 x 8192 RGB image: peak memory and megapixels/s (local, LocalCluster)
+bench-batch: $(STAMP)
+	$(PY) benchmarks/batch_memory.py
 
 clean:
 	rm -rf $(VENV)

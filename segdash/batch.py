@@ -375,6 +375,8 @@ def output_paths(model: Any, source: ImageSource, opts: Options) -> dict[str, Pa
     stack that stays a stack); probabilities are float32 TIFF; overlays PNG (TIFF for stacks).
     """
     stem = source.path.stem
+    if stem.lower().endswith(".ome"):  # name.ome.tif -> name
+        stem = stem[:-4]
     png_labels = not source.is_stack and model.label_dtype == np.uint8
     out = {"labels": opts.out / f"{stem}_labels.{'png' if png_labels else 'tif'}"}
     if opts.proba:

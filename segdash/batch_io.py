@@ -243,7 +243,6 @@ def _open_tiff_source(path: Path) -> ImageSource:
             axes = series.axes.upper()
             shape = tuple(int(n) for n in series.shape)
             dtype = np.dtype(series.dtype)
-            n_pages = len(tif.pages)
     except Exception as exc:
         raise ImageError(f"{path.name}: cannot decode this TIFF file ({exc})") from exc
     if "Y" not in axes or "X" not in axes:
@@ -257,8 +256,10 @@ def _open_tiff_source(path: Path) -> ImageSource:
     info = {"axes": axes, "series_shape": shape, "stamp": (stat.st_mtime_ns, stat.st_size)}
     sizes = dict(zip(axes, shape, strict=True))
     channels = int(np.prod([sizes[a] for a in axes if a in "SC"]))
+    # A stack by content or by declaration (a time axis of length 1 stays a stack).
+    is_stack = frames > 1 or any(a not in "YXSC" for a in axes)
     return ImageSource(path, frames, (sizes["Y"], sizes["X"], channels),
-                       dtype.newbyteorder("="), frames > 1 or n_pages > 1, _tiff=info)
+                       dtype.newbyteorder("="), is_stack, _tiff=info)
 
 
 # -- writers -------------------------------------------------------------------------------

@@ -225,6 +225,13 @@ def test_class_ids_above_255_are_written_as_16_bit_tiff(data, tmp_path):
     np.testing.assert_array_equal(got, model.predict(data["images"]["plain"]))
 
 
+def test_ome_tiff_outputs_drop_the_ome_suffix(data, tmp_path):
+    tifffile.imwrite(tmp_path / "slide.ome.tif", data["images"]["strips"], ome=True)
+    assert _apply(data, tmp_path / "out", "--quiet",
+                  inputs=[str(tmp_path / "slide.ome.tif")]) == 0
+    assert os.listdir(tmp_path / "out") == ["slide_labels.png"]
+
+
 def test_same_named_inputs_do_not_overwrite_each_other(data, tmp_path, capsys):
     other = tmp_path / "other"
     other.mkdir()
