@@ -557,6 +557,8 @@ class SegdashApp(pn.viewable.Viewer):
 
     def close(self) -> None:
         """Free the session's memory: stop jobs, drop the image, features and results."""
+        if self._closed:
+            return  # Bokeh may report a session's end more than once
         self._closed = True
         log.info("session closed: releasing %s", self.image_name)
         self.worker.close()

@@ -69,13 +69,15 @@ def start_server(*args: str, log_path: Path) -> tuple[subprocess.Popen, str]:
     log = open(log_path, "w")  # noqa: SIM115  (closed with the process)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
+    # Probe a static file: a GET of the app itself would open (and leave) a session.
+    probe = urllib.request.Request(url + "static/js/bokeh.min.js", method="HEAD")
     deadline = time.monotonic() + SERVER_START_SECONDS
     while True:
         if proc.poll() is not None:
             log.close()
             pytest.fail(f"segdash serve exited with {proc.returncode}:\n{log_path.read_text()}")
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
+            with urllib.request.urlopen(probe, timeout=5) as response:
                 if response.status == 200:
                     break
         except OSError:
