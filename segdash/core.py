@@ -201,9 +201,18 @@ class SegmentationModel:
         return self.features.feature_names(self.n_channels)
 
     @property
+    def smoothing(self) -> float:
+        """Sigma (pixels) of the Gaussian smoothing of the probabilities: the classifier
+        entry's ``smoothing`` setting, 0 when it has none."""
+        return float(self.classifier_params.get("smoothing") or 0.0)
+
+    @property
     def halo(self) -> int:
         """Pixels of context on each side a prediction depends on (for tiling)."""
-        return self.features.halo
+        from .features.basic import gaussian_radius
+
+        smoothing = self.smoothing
+        return self.features.halo + (gaussian_radius(smoothing) if smoothing > 0 else 0)
 
     @property
     def label_dtype(self) -> np.dtype:
@@ -237,7 +246,17 @@ class SegmentationModel:
         """Class probabilities from precomputed ``(H, W, F)`` features, ``(H, W, K)`` float32.
 
         ``features`` are float32 features, or uint8 codes for a model with a quantizer.
+        With a :attr:`smoothing` sigma, each class's probability is then smoothed over the
+        image (mirrored at its border), which keeps them summing to one.
         """
+        proba = self._predict_proba_features(features)
+        if self.smoothing > 0:
+            from .features._kernels import smooth_channels
+
+            proba = smooth_channels(proba, self.smoothing)
+        return proba
+
+    def _predict_proba_features(self, features: np.ndarray) -> np.ndarray:
         from .classifiers import predict_proba_codes
 
         h, w, f = features.shape

@@ -39,7 +39,7 @@ def test_saved_model_keeps_metadata(model, tmp_path):
     assert loaded.n_channels == 1
     assert loaded.feature_names == model.feature_names
     assert loaded.meta["segdash_version"] == segdash.__version__
-    assert loaded.classifier_params["n_estimators"] == 50
+    assert loaded.classifier_params["n_estimators"] == model.classifier_params["n_estimators"]
 
 
 def test_model_file_is_a_skops_archive_not_a_pickle(model, tmp_path):

@@ -394,3 +394,24 @@ def _quantize_rows(x, out, off, scale, kind, a, b):  # pragma: no cover - compil
     for p in range(a, b):
         for k in range(x.shape[1]):
             out[p, k] = _quantize(x[p, k], off[k], scale[k], kind[k])
+
+
+def smooth_channels(arr: np.ndarray, sigma: float) -> np.ndarray:
+    """Each channel of an ``(H, W, K)`` float32 array smoothed by a Gaussian of ``sigma``.
+
+    Mirror-padded like the features, so a tile gives the tile of the result away from its
+    border (``radius(sigma)`` pixels).
+    """
+    w = gaussian_weights(sigma)
+    r = len(w) - 1
+    out = np.empty(arr.shape, np.float32)
+    for k in range(arr.shape[2]):
+        padded = np.pad(np.ascontiguousarray(arr[:, :, k], dtype=np.float32), r,
+                        mode="symmetric")
+        hp, wp = padded.shape
+        tmp = np.empty_like(padded)
+        res = np.empty_like(padded)
+        _parallel_rows(_vpass, r, hp - r, padded, tmp, w, 1, 0, wp)
+        _parallel_rows(_hpass, r, hp - r, tmp, res, w, 1, r, wp - r)
+        out[:, :, k] = res[r:hp - r, r:wp - r]
+    return out

@@ -1,0 +1,327 @@
+"""segdash against the scikit-image reference, side by side, in one run.
+
+The reference is the pipeline segdash descends from: ``multiscale_basic_features`` with
+``channel_axis=-1`` and a ``RandomForestClassifier(50, max_depth=10, max_samples=0.05)``
+refitted and run on every pixel after each stroke. Both sides run on the same images (the
+astronaut photograph tiled, grey and RGB) with the same strokes, in the same process, one
+after the other, so that a busy machine slows both alike: read the ratios.
+
+Measures (medians of repeats):
+
+features   basic features, default settings (sigma 0.5..16, 6 scales, 3 families), against
+           ``multiscale_basic_features`` with the same families and scales.
+first      a newly opened image: features + fit + predict + results (segdash through the
+           ``Segmenter``), against reference features (sigma 1..16) + fit + predict.
+update     one more stroke with features cached: stroke in -> new segmentation,
+           probabilities and uncertainty out (``Segmenter.add_stroke``), against the
+           reference's refit + predict.
+predict    seconds per megapixel to predict, per built-in classifier (fit time beside).
+memory     peak resident memory of a fresh process: a session (open, paint, train, one
+           more stroke) against the reference pipeline.
+
+Run: ``make bench`` or ``.venv/bin/python benchmarks/run.py [--quick] [--sizes 512 1024]``.
+``--quick`` measures 512 and 1024 only, with fewer repeats. The accuracy benchmark
+(``benchmarks/accuracy.py``) runs at the end unless ``--no-accuracy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from scenes import astronaut, speed_strokes  # noqa: E402
+
+REF_TREES = {"n_estimators": 50, "max_depth": 10, "max_samples": 0.05}
+
+
+def median_time(fn: Callable[[], object], reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def ref_features(img: np.ndarray, sigma_min: float = 1.0) -> np.ndarray:
+    from skimage.feature import multiscale_basic_features
+
+    return multiscale_basic_features(img, sigma_min=sigma_min, sigma_max=16,
+                                     channel_axis=-1 if img.ndim == 3 else None)
+
+
+def ref_fit_predict(feats: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    from sklearn.ensemble import RandomForestClassifier
+
+    mask = labels > 0
+    clf = RandomForestClassifier(n_jobs=-1, random_state=0, **REF_TREES)
+    clf.fit(feats[mask], labels[mask])
+    return clf.predict_proba(feats.reshape(-1, feats.shape[-1]))
+
+
+def warm_up() -> None:
+    """Load the compiled kernels (numba's on-disk cache) before timing anything."""
+    import segdash
+
+    for grey in (True, False):
+        img = astronaut(160, grey=grey)
+        strokes, _ = speed_strokes(160)
+        for clf in ("random_forest", "gradient_boosting"):
+            seg = segdash.Segmenter(image=img, live_update=False, classifier=clf)
+            seg.set_strokes(strokes)
+            seg.train()
+    ref_features(astronaut(64))
+
+
+def bench_size(size: int, grey: bool, reps: int, out: Callable[[str], None]) -> list[dict]:
+    import segdash
+    from segdash.core import SegmentationModel
+    from segdash.features import FeatureStack, n_channels
+    from segdash.features.basic import BasicFeatures
+    from segdash.strokes import rasterize_strokes
+
+    mode = "grey" if grey else "RGB"
+    img = astronaut(size, grey=grey)
+    strokes, extra = speed_strokes(size)
+    labels = rasterize_strokes(strokes, img.shape)
+    labels_more = rasterize_strokes([*strokes, extra], img.shape)
+    rows = []
+    big = size >= 2048
+    r = max(1, reps // 2) if big else reps
+
+    def row(measure, ours, ref, unit="s", note=""):
+        d = {"measure": measure, "size": size, "mode": mode, "segdash": ours,
+             "reference": ref, "ratio": (ref / ours) if (ref and ours) else None,
+             "unit": unit, "note": note}
+        rows.append(d)
+        out(format_row(d))
+        return d
+
+    # features: same families and scales (skimage's defaults are sigma 0.5..16 too)
+    ext = BasicFeatures()
+    t_ours = median_time(lambda: ext(img), r)
+    t_ref = median_time(lambda: ref_features(img, sigma_min=0.5), r)
+    row("features", t_ours, t_ref, note=f"{len(ext.feature_names(n_channels(img)))} features")
+
+    # first segmentation of a newly opened image
+    def ours_first():
+        seg = segdash.Segmenter(image=img, live_update=False)
+        seg.set_strokes(strokes)
+        seg.train()
+        assert seg.segmentation is not None
+        return seg
+
+    t_ours = median_time(ours_first, r)
+    cache: dict = {}
+
+    def ref_first():
+        cache["feats"] = ref_features(img)
+        ref_fit_predict(cache["feats"], labels)
+
+    t_ref = median_time(ref_first, r)
+    row("first", t_ours, t_ref)
+
+    # update after one more stroke, features cached
+    seg = segdash.Segmenter(image=img, live_update=False)
+    seg.set_strokes(strokes)
+    seg.train()
+    seg.live_update = True
+    times = []
+    for _ in range(max(5, 2 * reps)):
+        t = time.perf_counter()
+        seg.add_stroke(extra.xs, extra.ys, extra.label, extra.width)
+        times.append(time.perf_counter() - t)
+        assert seg.segmentation is not None and seg.error == ""
+        seg.live_update = False
+        seg.undo()
+        seg.live_update = True
+    t_ours = float(np.median(times))
+    t_ref = median_time(lambda: ref_fit_predict(cache["feats"], labels_more), max(3, r))
+    row("update", t_ours, t_ref, note=f"{int(np.count_nonzero(labels_more))} painted px")
+    cache.clear()
+
+    # predict time per megapixel, each built-in classifier; fit time beside
+    stack = FeatureStack("basic")
+    codes, quantizer = stack.codes(img)
+    mpx = size * size / 1e6
+    for name in ("random_forest", "gradient_boosting"):
+        fits, preds = [], []
+        for _ in range(r):
+            t = time.perf_counter()
+            model = SegmentationModel.train(codes, labels_more, stack, name, None,
+                                            n_channels(img), quantizer=quantizer)
+            fits.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            model.predict_proba_features(codes)
+            preds.append(time.perf_counter() - t)
+        row(f"predict/Mpx {name}", float(np.median(preds)) / mpx, None, "s/Mpx",
+            note=f"fit {np.median(fits):.3f} s, predict {np.median(preds):.3f} s")
+    return rows
+
+
+def format_row(d: dict) -> str:
+    ref = f"{d['reference']:9.3f}" if d["reference"] is not None else f"{'-':>9s}"
+    ratio = f"{d['ratio']:6.1f}x" if d["ratio"] is not None else f"{'':>7s}"
+    return (f"{d['measure']:30s} {d['size']:5d}² {d['mode']:4s} {d['segdash']:9.3f} {ref} "
+            f"{ratio}  {d['unit']:5s} {d['note']}")
+
+
+HEADER = (f"{'measure':30s} {'size':>6s} {'mode':4s} {'segdash':>9s} {'reference':>9s} "
+          f"{'ratio':>7s}  unit  note")
+
+
+# -- peak memory, each in a fresh process -----------------------------------------------
+
+_MEMORY_SCRIPT = r"""
+import json, sys, time
+sys.path.insert(0, {here!r})
+import numpy as np
+from scenes import astronaut, speed_strokes
+from segdash.strokes import rasterize_strokes
+size, grey, side = {size}, {grey}, {side!r}
+img = astronaut(size, grey=grey)
+strokes, extra = speed_strokes(size)
+def rss():
+    # VmHWM: this process's own peak (ru_maxrss would include the parent's at fork)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / 1e9
+if side == "segdash":
+    import segdash
+    base = rss()
+    seg = segdash.Segmenter(image=img, live_update=False)
+    seg.set_strokes(strokes)
+    seg.train()
+    seg.live_update = True
+    seg.add_stroke(extra.xs, extra.ys, extra.label, extra.width)
+    assert seg.segmentation is not None
+else:
+    from skimage.feature import multiscale_basic_features
+    from sklearn.ensemble import RandomForestClassifier
+    base = rss()
+    feats = multiscale_basic_features(img, sigma_min=1, sigma_max=16,
+                                      channel_axis=None if grey else -1)
+    for lab in (rasterize_strokes(strokes, img.shape),
+                rasterize_strokes([*strokes, extra], img.shape)):
+        m = lab > 0
+        clf = RandomForestClassifier(50, max_depth=10, max_samples=0.05, n_jobs=-1)
+        clf.fit(feats[m], lab[m])
+        proba = clf.predict_proba(feats.reshape(-1, feats.shape[-1]))
+print(json.dumps({{"peak_gb": rss(), "after_imports_gb": base}}))
+"""
+
+
+def peak_memory(size: int, grey: bool, side: str) -> dict:
+    code = _MEMORY_SCRIPT.format(here=str(HERE), size=size, grey=grey, side=side)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def bench_memory(size: int, grey: bool, out: Callable[[str], None]) -> dict:
+    ours = peak_memory(size, grey, "segdash")
+    ref = peak_memory(size, grey, "reference")
+    d = {"measure": "peak memory", "size": size, "mode": "grey" if grey else "RGB",
+         "segdash": ours["peak_gb"], "reference": ref["peak_gb"],
+         "ratio": ref["peak_gb"] / ours["peak_gb"], "unit": "GB",
+         "note": f"after imports: {ours['after_imports_gb']:.2f} vs "
+                 f"{ref['after_imports_gb']:.2f} GB"}
+    out(format_row(d))
+    return d
+
+
+# -- targets ------------------------------------------------------------------------------
+
+
+def check_targets(rows: list[dict], acc: list[dict] | None, out: Callable[[str], None]) -> None:
+    def get(measure, size, mode="RGB"):
+        for d in rows:
+            if d["measure"] == measure and d["size"] == size and d["mode"] == mode:
+                return d
+        return None
+
+    out("\ntargets (issue 6)")
+    checks = []
+    f = get("features", 2048)
+    if f:
+        checks.append(("features 2048² RGB >= 8x faster than skimage",
+                       f["ratio"] >= 8, f"{f['ratio']:.1f}x ({f['segdash']:.2f} s vs "
+                                        f"{f['reference']:.2f} s)"))
+    u = get("update", 1024)
+    if u:
+        checks.append(("update 1024² RGB median < 250 ms", u["segdash"] < 0.25,
+                       f"{1000 * u['segdash']:.0f} ms"))
+        checks.append(("update 1024² RGB >= 3x faster than reference refit+predict",
+                       u["ratio"] >= 3, f"{u['ratio']:.1f}x ({1000 * u['reference']:.0f} ms)"))
+    fs = get("first", 1024)
+    if fs:
+        checks.append(("first segmentation 1024² RGB < 1 s", fs["segdash"] < 1.0,
+                       f"{fs['segdash']:.2f} s (reference {fs['reference']:.2f} s)"))
+    m = get("peak memory", 2048)
+    if m:
+        checks.append(("session peak memory 2048² RGB < 1 GB", m["segdash"] < 1.0,
+                       f"{m['segdash']:.2f} GB (reference {m['reference']:.2f} GB)"))
+    if acc:
+        worst = min(r["segdash"] - r["reference"] for r in acc)
+        mean = np.mean([r["segdash"] - r["reference"] for r in acc])
+        checks.append(("accuracy >= reference on every scene", worst >= 0,
+                       f"worst {100 * worst:+.1f} points"))
+        checks.append(("accuracy >= 5 points better on average", mean >= 0.05,
+                       f"{100 * mean:+.1f} points"))
+    for what, ok, fig in checks:
+        out(f"  [{'met' if ok else 'NOT MET':7s}] {what}: {fig}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="512² and 1024² only, fewer repeats")
+    parser.add_argument("--sizes", type=int, nargs="*", help="image sizes (default 512 1024 2048)")
+    parser.add_argument("--reps", type=int, help="repeats per measure (median)")
+    parser.add_argument("--no-accuracy", action="store_true")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = parser.parse_args()
+    sizes = args.sizes or ([512, 1024] if args.quick else [512, 1024, 2048])
+    reps = args.reps or (3 if args.quick else 5)
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    import threadpoolctl  # noqa: F401  (scikit-learn's; listed for the header)
+
+    out(f"segdash vs scikit-image reference | {os.cpu_count()} cores | load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} | ratio = reference / segdash")
+    warm_up()
+    out(HEADER)
+    rows: list[dict] = []
+    for size in sizes:
+        for grey in (True, False):
+            rows += bench_size(size, grey, reps, out)
+    if not args.no_memory:
+        for size in sizes:
+            rows.append(bench_memory(size, False, out))
+    acc = None
+    if not args.no_accuracy:
+        import accuracy
+
+        out("")
+        acc = accuracy.run(512, out=out)
+    check_targets(rows, acc, out)
+    out(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "accuracy": acc}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

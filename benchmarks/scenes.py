@@ -1,0 +1,164 @@
+"""Benchmark images with a known answer, and scripted strokes painted on them.
+
+Every scene is built from arrays that ship with scikit-image or from seeded noise, so the
+benchmarks need no download and give the same images on every machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from segdash.strokes import Stroke, rasterize_strokes
+
+
+@dataclass
+class Scene:
+    """An image, its true label of every pixel (1..K) and strokes painted on it."""
+
+    name: str
+    image: np.ndarray
+    truth: np.ndarray
+    strokes: list[Stroke]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return rasterize_strokes(self.strokes, self.image.shape)
+
+
+def _regions(size: int, n: int, seed: int) -> np.ndarray:
+    """A partition of the square into ``n`` smooth-edged regions, labels 1..n."""
+    rng = np.random.default_rng(seed)
+    fields = [ndi.gaussian_filter(rng.normal(size=(size, size)), size / 10) for _ in range(n)]
+    return (np.argmax(np.stack(fields), axis=0) + 1).astype(np.uint8)
+
+
+def scripted_strokes(truth: np.ndarray, per_class: int = 3, seed: int = 0,
+                     width: float = 3.0, length: int = 40) -> list[Stroke]:
+    """Short wandering strokes well inside each class, as a user would paint them."""
+    rng = np.random.default_rng(seed)
+    strokes = []
+    h, w = truth.shape
+    for cls in np.unique(truth):
+        inside = ndi.binary_erosion(truth == cls, iterations=max(4, h // 64))
+        if not inside.any():
+            inside = truth == cls
+        ys, xs = np.nonzero(inside)
+        for _ in range(per_class):
+            i = rng.integers(len(ys))
+            y, x = float(ys[i]), float(xs[i])
+            pts_x, pts_y = [x], [y]
+            angle = rng.uniform(0, 2 * np.pi)
+            for _ in range(length // 4):
+                angle += rng.normal(0, 0.5)
+                ny, nx = y + 4 * np.sin(angle) * h / 512, x + 4 * np.cos(angle) * w / 512
+                if not (0 <= ny < h and 0 <= nx < w and inside[int(ny), int(nx)]):
+                    angle += np.pi / 2
+                    continue
+                y, x = ny, nx
+                pts_x.append(x)
+                pts_y.append(y)
+            strokes.append(Stroke(tuple(pts_x), tuple(pts_y), int(cls), width))
+    return strokes
+
+
+def two_textures(size: int = 512) -> Scene:
+    """Grey: a fine-grained region in a coarse-grained one, same mean and contrast."""
+    rng = np.random.default_rng(1)
+    fine = rng.normal(0, 1, (size, size))
+    coarse = ndi.gaussian_filter(rng.normal(0, 1, (size, size)), 3)
+    coarse *= fine.std() / coarse.std()
+    truth = _regions(size, 2, seed=11)
+    img = np.where(truth == 2, fine, coarse) * 30 + 128
+    return Scene("two textures (grey)", np.clip(img, 0, 255).astype(np.uint8), truth,
+                 scripted_strokes(truth, seed=1))
+
+
+def texture_mosaic(size: int = 512) -> Scene:
+    """Grey: brick, grass and gravel photographs in three regions."""
+    from skimage import data
+
+    tex = [data.brick(), data.grass(), data.gravel()]
+    truth = _regions(size, 3, seed=12)
+    img = np.zeros((size, size), np.float64)
+    for k, t in enumerate(tex):
+        tile = np.tile(t, (size // t.shape[0] + 1, size // t.shape[1] + 1))[:size, :size]
+        # equal mean and spread: only texture tells the classes apart
+        tile = (tile - tile.mean()) / tile.std()
+        img[truth == k + 1] = tile[truth == k + 1]
+    return Scene("brick/grass/gravel (grey)", np.clip(img * 40 + 128, 0, 255).astype(np.uint8),
+                 truth, scripted_strokes(truth, seed=2))
+
+
+def noisy_shapes(size: int = 512) -> Scene:
+    """Grey: blobs slightly brighter than the background under heavy noise."""
+    rng = np.random.default_rng(3)
+    truth = _regions(size, 2, seed=13)
+    img = np.where(truth == 2, 0.55, 0.45) + rng.normal(0, 0.25, (size, size))
+    img += np.linspace(-0.05, 0.05, size)[None, :]  # uneven illumination
+    return Scene("noisy shapes (grey)", np.clip(img, 0, 1).astype(np.float32), truth,
+                 scripted_strokes(truth, seed=3))
+
+
+def colour_cells(size: int = 512) -> Scene:
+    """RGB: reddish and greenish cells of similar brightness on a noisy grey background."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:size, :size]
+    truth = np.ones((size, size), np.uint8)
+    for _ in range(size // 8):
+        cy, cx, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(6, 18) * size / 512
+        truth[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.integers(2, 4)
+    colours = {1: (0.45, 0.45, 0.45), 2: (0.58, 0.42, 0.40), 3: (0.42, 0.56, 0.42)}
+    img = np.zeros((size, size, 3))
+    for k, c in colours.items():
+        img[truth == k] = c
+    img += rng.normal(0, 0.12, img.shape)
+    img *= np.linspace(0.85, 1.15, size)[:, None, None]
+    return Scene("colour cells (RGB)", (np.clip(img, 0, 1) * 255).astype(np.uint8), truth,
+                 scripted_strokes(truth, per_class=4, seed=4, length=16))
+
+
+def photo_mosaic(size: int = 512) -> Scene:
+    """RGB: regions cut from three photographs (astronaut, coffee, cat)."""
+    from skimage import data
+
+    photos = [data.astronaut(), data.coffee(), data.chelsea()]
+    truth = _regions(size, 3, seed=14)
+    img = np.zeros((size, size, 3), np.uint8)
+    for k, p in enumerate(photos):
+        tile = np.tile(p, (size // p.shape[0] + 1, size // p.shape[1] + 1, 1))[:size, :size]
+        img[truth == k + 1] = tile[truth == k + 1]
+    return Scene("photo mosaic (RGB)", img, truth, scripted_strokes(truth, seed=5))
+
+
+SCENES: list[Callable[[int], Scene]] = [
+    two_textures, texture_mosaic, noisy_shapes, colour_cells, photo_mosaic,
+]
+
+
+def astronaut(size: int, grey: bool = False) -> np.ndarray:
+    """The astronaut photograph tiled to ``size`` x ``size`` (the speed reference's image)."""
+    from skimage import data
+
+    a = data.astronaut()
+    img = np.tile(a, (size // a.shape[0] + 1, size // a.shape[1] + 1, 1))[:size, :size]
+    if grey:
+        img = (img @ np.array([0.2125, 0.7154, 0.0721])).astype(np.uint8)
+    return np.ascontiguousarray(img)
+
+
+def speed_strokes(size: int) -> tuple[list[Stroke], Stroke]:
+    """Two classes' strokes on the astronaut (scaled to ``size``) and one more stroke."""
+    s = size / 512
+
+    def line(x0, y0, x1, y1, label):
+        return Stroke((x0 * s, x1 * s), (y0 * s, y1 * s), label, 5 * s)
+
+    strokes = [
+        line(30, 40, 200, 60, 1), line(350, 30, 480, 80, 1), line(20, 300, 60, 480, 1),
+        line(220, 120, 300, 130, 2), line(180, 260, 320, 420, 2), line(400, 300, 420, 480, 2),
+    ]
+    return strokes, line(100, 150, 150, 250, 2)
