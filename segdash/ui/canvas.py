@@ -57,9 +57,10 @@ return Array.from(xs, (w) => Math.max(1, w * scale));
 """
 # Recompute the widths when zooming: a glyph change re-evaluates its visuals.
 _REDRAW_JS = "renderer.glyph.change.emit()"
-# A stroke whose mouse-up lands outside the frame is not synced until the next stroke;
-# re-assigning the data at the end of every pan gesture sends it at once.
-_RESYNC_JS = "source.data = Object.assign({}, source.data)"
+# A stroke whose mouse-up lands outside the frame is not synced until the next stroke (the
+# tool's pan-end handler returns early off the frame). Setting the data again at the end of
+# every pan gesture, without the equality check that would skip it, sends it at once.
+_RESYNC_JS = "source.setv({data: source.data}, {check_eq: false})"
 
 _Row = tuple[np.ndarray, np.ndarray, int, str, float]
 

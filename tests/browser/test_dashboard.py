@@ -121,6 +121,14 @@ def test_strokes_show_their_class_colour_while_drawn_and_keep_their_width_when_z
                                                         zoomed.y1)
 
 
+def test_a_stroke_released_outside_the_image_reaches_the_server(page, server, console):
+    open_app(page, server)
+    f = frame(page)
+    draw(page, [f.at(100, 150, H), f.at(300, 150, H), (f.x + f.w + 60, f.y + f.h / 2)])
+    wait_status(page, r"painted: 1$")  # the server has the stroke (class 1 only)
+    assert len(strokes(page)) == 1
+
+
 def test_switching_the_classifier_changes_the_result(page, server, console, tmp_path):
     open_app(page, server)
     paint_two_classes(page)
