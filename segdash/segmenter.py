@@ -365,11 +365,12 @@ class Segmenter(param.Parameterized):
         return model
 
     def _publish(self, model: SegmentationModel, proba: np.ndarray, status: str) -> None:
+        segmentation, uncertainty = model.labels_and_uncertainty(proba)
         self.param.update(
             model=model,
             probabilities=proba,
-            segmentation=model.labels_from_proba(proba),
-            uncertainty=(1.0 - proba.max(axis=-1)).astype(np.float32),
+            segmentation=segmentation,
+            uncertainty=uncertainty,
             error="",
             status=status,
         )

@@ -46,7 +46,7 @@ def _split_params(names: list[str], params: Mapping[str, Any] | None) -> dict[st
 
 
 #: Pixels sampled to estimate channel ranges and plugin features' ranges.
-_RANGE_SAMPLE = 1 << 20
+_RANGE_SAMPLE = 1 << 16
 
 
 def channel_range(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

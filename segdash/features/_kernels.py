@@ -155,7 +155,8 @@ def _hpass(src, dst, w, d, r0, r1, c0, c1):  # pragma: no cover - compiled
             dst[i, j] = acc[j - c0]
 
 
-def smooth_all(padded: np.ndarray, steps: list[Step], out: np.ndarray, pad: int) -> None:
+def smooth_all(padded: np.ndarray, steps: list[Step], out: np.ndarray, pad: int,
+               margin: int = 2) -> None:
     """Smooth a padded single-channel image at every scale of ``steps``.
 
     Parameters
@@ -163,25 +164,35 @@ def smooth_all(padded: np.ndarray, steps: list[Step], out: np.ndarray, pad: int)
     padded : numpy.ndarray
         ``(H + 2 pad, W + 2 pad)`` float32 image, mirror-padded by ``pad``.
     steps : list of Step
-        From :func:`smoothing_plan`; ``pad`` must be at least the largest reach + 2.
+        From :func:`smoothing_plan`; ``pad`` must be at least the largest reach + ``margin``.
     out : numpy.ndarray
-        ``(len(steps), H + 2 pad, W + 2 pad)`` float32; scale ``k`` is written where it is
-        valid: ``reach_k`` pixels in from the padded border.
+        ``(len(steps), H + 2 pad, W + 2 pad)`` float32; every scale is written on the inner
+        ``H x W`` region grown by ``margin`` pixels (what the derivatives need), and further
+        where a later scale is computed from it.
     pad : int
         The padding.
+    margin : int
+        Pixels around the inner region every scale must cover.
     """
     hp, wp = padded.shape
+    # how far beyond the inner region each scale is needed: by the derivatives, and by
+    # the scales cascaded from it (each pixel is computed the same way wherever it lies,
+    # so computing less of the padding changes no value)
+    need = [margin] * len(steps)
+    for k in range(len(steps) - 1, -1, -1):
+        src = steps[k].source
+        if src >= 0:
+            r = (len(steps[k].weights) - 1) * steps[k].dilation
+            need[src] = max(need[src], need[k] + r)
     tmp = np.empty_like(padded)
     for k, st in enumerate(steps):
         src = padded if st.source < 0 else out[st.source]
-        m_in = 0 if st.source < 0 else steps[st.source].reach
         r = (len(st.weights) - 1) * st.dilation
-        m_out = m_in + r
-        # vertical then horizontal, each only where its inputs are valid
-        _parallel_rows(_vpass, m_out, hp - m_out, src, tmp, st.weights, st.dilation,
-                       m_in, wp - m_in)
-        _parallel_rows(_hpass, m_out, hp - m_out, tmp, out[k], st.weights, st.dilation,
-                       m_out, wp - m_out)
+        lo, hi = pad - need[k], pad + (hp - 2 * pad) + need[k]
+        clo, chi = pad - need[k], pad + (wp - 2 * pad) + need[k]
+        # vertical pass on the columns the horizontal pass reads, then horizontal
+        _parallel_rows(_vpass, lo, hi, src, tmp, st.weights, st.dilation, clo - r, chi + r)
+        _parallel_rows(_hpass, lo, hi, tmp, out[k], st.weights, st.dilation, clo, chi)
 
 
 def _parallel_rows(kernel, r0: int, r1: int, src, dst, w, d, c0: int, c1: int) -> None:
@@ -415,3 +426,30 @@ def smooth_channels(arr: np.ndarray, sigma: float) -> np.ndarray:
         _parallel_rows(_hpass, r, hp - r, tmp, res, w, 1, r, wp - r)
         out[:, :, k] = res[r:hp - r, r:wp - r]
     return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _argmax_rows(proba, index, uncertainty, a, b):  # pragma: no cover - compiled
+    for p in range(a, b):
+        best = 0
+        top = proba[p, 0]
+        for k in range(1, proba.shape[1]):
+            if proba[p, k] > top:  # first maximum wins, as numpy.argmax
+                top = proba[p, k]
+                best = k
+        index[p] = best
+        uncertainty[p] = np.float32(1.0) - top
+
+
+def argmax_uncertainty(proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the most probable class and ``1 - max probability`` of ``(..., K)`` float32
+    probabilities, in one pass: ``(...)`` uint16 and ``(...)`` float32."""
+    flat = np.ascontiguousarray(proba, dtype=np.float32).reshape(-1, proba.shape[-1])
+    index = np.empty(flat.shape[0], np.uint16)
+    unc = np.empty(flat.shape[0], np.float32)
+
+    def job(a, b):
+        _argmax_rows(flat, index, unc, a, b)
+
+    run_parallel(job, flat.shape[0])
+    return index.reshape(proba.shape[:-1]), unc.reshape(proba.shape[:-1])
