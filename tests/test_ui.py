@@ -80,14 +80,30 @@ def rendered(app):
 
 def on_event_loop(body) -> None:
     """Run ``body`` inside a running event loop, as Bokeh server callbacks run, then let
-    HoloViews process the data changes it made (the echo of strokes pushed to the browser)."""
+    HoloViews process the data changes it made (the echo of strokes pushed to the browser).
+
+    The loop runs on a thread of its own: Playwright's sync API (browser tests in the same
+    session) keeps an event loop running on the main thread.
+    """
     import asyncio
 
     async def main():
         body()
         await asyncio.sleep(0.5)
 
-    asyncio.run(main())
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
 
 
 def png_bytes(array: np.ndarray) -> bytes:
