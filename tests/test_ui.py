@@ -481,6 +481,31 @@ def test_switching_classifier_retrains_and_shows_its_settings(app):
     assert "max_iter" in settings.objects[-1].parameters
 
 
+class ExplodesOnRealImages(ConstantPlusIntensity):
+    """Passes the registry's small probe, then fails on any real image."""
+
+    def compute(self, image):
+        if image.shape[0] > 30:
+            raise RuntimeError("boom from a plugin")
+        return super().compute(image)
+
+
+def test_a_plugin_failing_during_training_is_a_message_not_a_dead_session(app):
+    registry.features.register("ui_test_explodes", ExplodesOnRealImages, overwrite=True)
+    try:
+        app.features_select.value = ["ui_test_explodes"]
+        paint_two_classes(app)
+        assert app.wait_idle(60)
+        assert app.alert.visible
+        assert app.alert.object == "unexpected error (RuntimeError): boom from a plugin"
+        assert not app.spinner.value
+        app.features_select.value = ["basic"]  # the session carries on
+        assert app.wait_idle(60)
+        assert app.segmenter.segmentation is not None
+    finally:
+        registry.features.unregister("ui_test_explodes")
+
+
 def test_broken_plugins_are_listed_in_the_page(monkeypatch):
     broken = im.EntryPoint(name="ui_broken", value="segdash_no_such_module:Nothing",
                            group=registry.FEATURES_GROUP)
