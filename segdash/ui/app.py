@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import panel as pn
 import param
+from panel.io.state import set_curdoc
 
 from .. import registry
 from ..classes import colorize
@@ -86,7 +88,8 @@ class SegdashApp(pn.viewable.Viewer):
         self._pending_lock = threading.Lock()
         self._scheduled = False
         self._updating = False
-        self.errors: list[str] = []  # every message shown to the user, for tests and logs
+        #: The latest messages shown to the user (for tests and scripts).
+        self.errors: deque[str] = deque(maxlen=100)
         self._panels: dict[tuple[str, str], pn.Column] = {}
 
         self.segmenter = Segmenter(image=image)
@@ -233,8 +236,6 @@ class SegdashApp(pn.viewable.Viewer):
         if doc is None or doc.session_context is None:
             callback()
             return
-        from panel.io.state import set_curdoc
-
         with set_curdoc(doc):
             pn.state.execute(callback)
 
@@ -278,6 +279,8 @@ class SegdashApp(pn.viewable.Viewer):
                 ready = seg.segmentation is not None
                 self.download_labels.disabled = self.download_overlay.disabled = not ready
                 self.download_model.disabled = seg.model is None
+                if "segmentation" in names and ready and not seg.error:
+                    self._clear_error()  # a new result: the last error is history
             if names & {"features", "classifier"}:
                 self.features_select.value = list(seg.features)
                 self.classifier_select.value = seg.classifier
