@@ -98,7 +98,6 @@ class Canvas:
         self.show_overlay = True
         self.opacity = 0.5
         self.view = "segmentation"
-        self._image: np.ndarray | None = None
         self._step = 1
         self._pipe: hv.streams.Pipe | None = None
         self.base: hv.RGB | None = None  # the image as shown (downsampled when large)
@@ -112,7 +111,6 @@ class Canvas:
     def rebuild(self) -> None:
         """A new plot for the Segmenter's current image (zoom resets: it is a new image)."""
         image = self.segmenter.image
-        self._image = image
         self.figure = self._source = self._tool = None
         self._drawn = []
         if image is None:

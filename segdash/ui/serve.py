@@ -98,8 +98,13 @@ def serve(
         name = Path(image).name
 
     import panel as pn
+    from bokeh.core.validation import silence
+    from bokeh.core.validation.warnings import FIXED_SIZING_MODE
 
     from .worker import shared_executor
+
+    # The plot sets its frame size (frame_width/height), not its outer size: not a problem.
+    silence(FIXED_SIZING_MODE, True)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                                                    "%(message)s")
