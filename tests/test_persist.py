@@ -126,11 +126,12 @@ def _rewrite(model, tmp_path, **changes):
 
 
 def test_model_needing_a_missing_plugin_names_it(tmp_path, model):
-    feats = [{"name": "texture", "settings": {}, "distribution": "segdash-texture",
+    # Not "texture": plugins/segdash-texture is installed for real by `make test`.
+    feats = [{"name": "fractal", "settings": {}, "distribution": "segdash-fractal",
               "version": "0.2"}]
     path = _rewrite(model, tmp_path, features=feats)
-    with pytest.raises(MissingPluginError, match="'texture'.*install the plugin package "
-                                                 "'segdash-texture'"):
+    with pytest.raises(MissingPluginError, match="'fractal'.*install the plugin package "
+                                                 "'segdash-fractal'"):
         segdash.load_model(path)
 
 

@@ -379,3 +379,24 @@ def test_report_shows_name_clashes_as_warnings():
     assert "Warnings:" in format_report(report)
     assert report.of_kind("classifier") == []
     assert "Classifiers (entry-point group segdash.classifiers):\n  none" in format_report(report)
+
+
+# -- batch apply -----------------------------------------------------------------------------
+
+
+@needs_examples
+def test_tiled_apply_with_plugin_features_and_classifier_equals_whole_image_prediction():
+    from segdash.batch import apply, batch_model
+
+    img, _ = two_texture_image(128)
+    labels = scribbles(128)
+    model = segdash.fit(img, labels, features=["basic", "texture"],
+                        feature_params={"basic": {"sigma_max": 4},
+                                        "texture": {"sigma_max": 4, "lbp_window": 15}},
+                        classifier="lightgbm")
+    assert batch_model(model).estimator.n_jobs == 1  # one tile per core, no oversubscription
+    big = np.tile(img, (2, 2))
+    tile = max(2 * model.halo, 64)
+    tiled = apply(model, big, tile=tile, proba=True)
+    assert -(-big.shape[0] // tile) > 1  # really tiled
+    np.testing.assert_array_equal(tiled, model.predict_proba(big))

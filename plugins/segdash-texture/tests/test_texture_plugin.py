@@ -184,8 +184,12 @@ def test_combined_with_basic_in_a_saved_model(tmp_path):
     labels[-10:-4] = 2
     params = {"basic": {"sigma_max": 2}, "texture": {"sigma_max": 2, "lbp_window": 9}}
     model = segdash.fit(img, labels, features=["basic", "texture"], feature_params=params)
-    assert model.halo == max(segdash.registry.features.get("basic")(sigma_max=2).halo,
-                             TextureFeatures(sigma_max=2, lbp_window=9).halo)
+    # The features' reach is the larger of the two (the model's halo may add the
+    # classifier's own, e.g. probability smoothing).
+    assert model.features.halo == max(
+        segdash.registry.features.get("basic")(sigma_max=2).halo,
+        TextureFeatures(sigma_max=2, lbp_window=9).halo)
+    assert model.halo >= model.features.halo
     model.save(tmp_path / "m.skops")
     loaded = segdash.load_model(tmp_path / "m.skops")
     assert loaded.features.settings == model.features.settings

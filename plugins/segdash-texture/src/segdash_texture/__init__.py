@@ -76,8 +76,8 @@ class TextureFeatures(FeatureExtractor):
 
     Output layout: for each channel, for each sigma, the enabled families among
     ``local std``, ``structure max``, ``structure min``, ``coherence``, ``orientation cos``,
-    ``orientation sin``, ``blob``; then, for
-    each channel, the ``lbp`` densities (``lbp_points + 2`` codes).
+    ``orientation sin``, ``blob``; then, for each channel, the ``lbp`` densities
+    (``lbp_points + 2`` codes).
     """
 
     local_std = param.Boolean(True, doc="Local standard deviation at each scale.")
