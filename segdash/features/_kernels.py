@@ -190,7 +190,8 @@ def smooth_all(padded: np.ndarray, steps: list[Step], out: np.ndarray, pad: int,
         r = (len(st.weights) - 1) * st.dilation
         lo, hi = pad - need[k], pad + (hp - 2 * pad) + need[k]
         clo, chi = pad - need[k], pad + (wp - 2 * pad) + need[k]
-        # vertical pass on the columns the horizontal pass reads, then horizontal
+        # vertical pass on the columns the horizontal pass reads, then horizontal (a
+        # fused row-by-row version measured 20 % slower)
         _parallel_rows(_vpass, lo, hi, src, tmp, st.weights, st.dilation, clo - r, chi + r)
         _parallel_rows(_hpass, lo, hi, tmp, out[k], st.weights, st.dilation, clo, chi)
 
@@ -251,32 +252,40 @@ def _emit(smooth, pad, i0, i1, w, fam, out, k0, q_off, q_scale, q_kind,
     ``fam`` flags intensity, edges, texture; features of scale s start at
     ``k0 + s * n_fam`` in ``out`` (``(H, W, F)``, float32 or uint8 codes when ``quantize``:
     intensity linear, edges root, texture signed root, as :meth:`BasicFeatures.quantizer`).
+    A block of a row of every feature is computed first (vectorised along the row), then
+    written pixel by pixel so that each pixel's features are written together.
     """
     half = np.float32(0.5)
     quarter = np.float32(0.25)
     do_i, do_e, do_t = fam[0], fam[1], fam[2]
     nf = do_i + do_e + 2 * do_t
-    row = np.empty((4, w), np.float32)
-    for s in range(smooth.shape[0]):
-        S = smooth[s]
-        kb = k0 + s * nf
-        for i in range(i0, i1):
-            y = pad + i
-            f = 0
+    ns = smooth.shape[0]
+    nt = ns * nf
+    block = 256
+    row = np.empty((nt, block), np.float32)
+    rowq = np.empty((nt, block), np.uint8)
+    for i, jb in np.ndindex(i1 - i0, (w + block - 1) // block):
+        i += i0
+        y = pad + i
+        j0 = jb * block
+        bw = min(block, w - j0)
+        for s in range(ns):
+            S = smooth[s]
+            f = s * nf
             if do_i:
-                for j in range(w):
-                    row[f, j] = S[y, pad + j]
+                for j in range(bw):
+                    row[f, j] = S[y, pad + j0 + j]
                 f += 1
             if do_e:
-                for j in range(w):
-                    x = pad + j
+                for j in range(bw):
+                    x = pad + j0 + j
                     gx = (S[y, x + 1] - S[y, x - 1]) * half
                     gy = (S[y + 1, x] - S[y - 1, x]) * half
                     row[f, j] = np.sqrt(gx * gx + gy * gy)
                 f += 1
             if do_t:
-                for j in range(w):
-                    x = pad + j
+                for j in range(bw):
+                    x = pad + j0 + j
                     c = S[y, x]
                     hxx = ((S[y, x + 2] - c) - (c - S[y, x - 2])) * quarter
                     hyy = ((S[y + 2, x] - c) - (c - S[y - 2, x])) * quarter
@@ -287,28 +296,31 @@ def _emit(smooth, pad, i0, i1, w, fam, out, k0, q_off, q_scale, q_kind,
                     dev = np.sqrt(dd * dd + hxy * hxy)
                     row[f, j] = mean + dev
                     row[f + 1, j] = mean - dev
-                f += 2
-            if not quantize:
-                for ff in range(nf):
-                    for j in range(w):
-                        out[i, j, kb + ff] = row[ff, j]
-                continue
-            f = 0
-            if do_i:
-                o, sc = q_off[kb], q_scale[kb]
-                for j in range(w):
-                    out[i, j, kb] = _q_linear((row[0, j] - o) * sc)
-                f += 1
-            if do_e:
-                o, sc = q_off[kb + f], q_scale[kb + f]
-                for j in range(w):
-                    out[i, j, kb + f] = _q_root((row[f, j] - o) * sc)
-                f += 1
-            if do_t:
-                for ff in range(f, f + 2):
-                    o, sc = q_off[kb + ff], q_scale[kb + ff]
-                    for j in range(w):
-                        out[i, j, kb + ff] = _q_signed_root((row[ff, j] - o) * sc)
+        if quantize:
+            for s in range(ns):
+                f = s * nf
+                if do_i:
+                    o, sc = q_off[k0 + f], q_scale[k0 + f]
+                    for j in range(bw):
+                        rowq[f, j] = _q_linear((row[f, j] - o) * sc)
+                    f += 1
+                if do_e:
+                    o, sc = q_off[k0 + f], q_scale[k0 + f]
+                    for j in range(bw):
+                        rowq[f, j] = _q_root((row[f, j] - o) * sc)
+                    f += 1
+                if do_t:
+                    for ff in range(f, f + 2):
+                        o, sc = q_off[k0 + ff], q_scale[k0 + ff]
+                        for j in range(bw):
+                            rowq[ff, j] = _q_signed_root((row[ff, j] - o) * sc)
+            for j in range(bw):
+                for kk in range(nt):
+                    out[i, j0 + j, k0 + kk] = rowq[kk, j]
+        else:
+            for j in range(bw):
+                for kk in range(nt):
+                    out[i, j0 + j, k0 + kk] = row[kk, j]
 
 
 def emit(smooth: np.ndarray, pad: int, h: int, w: int, fam: np.ndarray, out: np.ndarray,
