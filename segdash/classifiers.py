@@ -433,3 +433,25 @@ def predict_proba_codes(est: Any, codes: np.ndarray) -> np.ndarray:
     np.exp(raw, out=raw)
     raw /= raw.sum(axis=1, keepdims=True)
     return raw
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the feature and tree-walk kernels on a tiny
+    problem, so that the first real segmentation does not wait for them."""
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    from .core import fit
+
+    rng = np.random.default_rng(0)
+    for shape in ((24, 24), (24, 24, 3)):
+        img = rng.random(shape).astype(np.float32)
+        labels = np.zeros(shape[:2], np.uint8)
+        labels[2:4] = 1
+        labels[20:22] = 2
+        for name in ("random_forest", "gradient_boosting"):
+            fit(img, labels, feature_params={"sigma_max": 4},
+                classifier=name).predict_proba(img)
+    X = rng.integers(0, 256, (64, 3)).astype(np.uint8)
+    deep = ExtraTreesClassifier(2, random_state=0).fit(X, np.arange(64) % 2)
+    if not compile_trees(deep).complete:
+        predict_proba_codes(deep, X)

@@ -64,6 +64,7 @@ class Segmenter(param.Parameterized):
         #: it at once; the dashboard hands it to a worker thread.
         self.run_training: Callable[[Callable[[], Any]], Any] = lambda job: job()
         self._classifiers: dict[str, param.Parameterized] = {}
+        _warm_up_once()
         if image is not None:
             self.set_image(image)
 
@@ -397,6 +398,27 @@ class Segmenter(param.Parameterized):
         proba = model.predict_proba(self.image)
         self._publish(model, proba, f"applied a model ({model.classifier}, "
                       f"{len(model.classes_)} classes)")
+
+
+_WARMING: threading.Thread | None = None
+
+
+def _warm_up_once() -> None:
+    """Load segdash's compiled kernels in the background when the first session starts
+    (a few seconds the first time, 15 s if numba must compile them), so that the first
+    stroke does not wait for them."""
+    global _WARMING
+    if _WARMING is None:
+        from .classifiers import warm_up
+
+        def job() -> None:
+            try:
+                warm_up()
+            except Exception:  # noqa: BLE001 - only a head start; real use reports errors
+                pass
+
+        _WARMING = threading.Thread(target=job, name="segdash-warm-up", daemon=True)
+        _WARMING.start()
 
 
 def _settings(obj: param.Parameterized) -> dict[str, Any]:

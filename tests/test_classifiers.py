@@ -117,3 +117,17 @@ def test_tiles_predict_like_the_whole_image_away_from_their_border():
     full = model.predict_proba(img)
     tile = model.predict_proba(img[5:295, 9:275])
     np.testing.assert_array_equal(tile[h:-h, h:-h], full[5 + h:295 - h, 9 + h:275 - h])
+
+
+def test_session_caches_codes_and_matches_the_library_path(two_texture):
+    img, truth, labels = two_texture
+    seg = segdash.Segmenter(image=img, live_update=False)
+    seg.set_strokes([segdash.Stroke((10, 100), (10, 10), 1, 3),
+                     segdash.Stroke((50, 70), (64, 64), 2, 3)])
+    model = seg.train()
+    cached = seg.compute_features()
+    assert cached.dtype == np.uint8 and cached.shape[:2] == img.shape
+    np.testing.assert_array_equal(model.predict_proba(img), seg.probabilities)
+    lib = segdash.fit(img, seg.labels)
+    np.testing.assert_array_equal(lib.predict_proba(img), seg.probabilities)
+    np.testing.assert_allclose(seg.uncertainty, 1 - seg.probabilities.max(axis=-1), atol=1e-7)
