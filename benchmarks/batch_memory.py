@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -94,6 +95,7 @@ class TreeMemory:
         self.roots: list[psutil.Process] = []
         self.peak_sum = 0
         self.hwm: dict[int, int] = {}
+        self.cpu: dict[int, float] = {}  # CPU seconds, last seen, per process
         self.names: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
@@ -116,6 +118,8 @@ class TreeMemory:
             for p in self._processes():
                 try:
                     total += p.memory_info().rss
+                    t = p.cpu_times()
+                    self.cpu[p.pid] = max(self.cpu.get(p.pid, 0.0), t.user + t.system)
                     with open(f"/proc/{p.pid}/status") as fh:
                         for line in fh:
                             if line.startswith("VmHWM:"):
@@ -149,12 +153,27 @@ cluster.close()
 """
 
 
+def _tree_cpu(pid: int) -> float:
+    """User + system CPU seconds used so far by a process and its descendants."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def run_apply(workdir: Path, out: str, scheduler: str | None, cluster_pid: int | None
               ) -> dict:
     cmd = [sys.executable, "-m", "segdash.cli", "apply", str(workdir / "model.skops"),
-           str(workdir / "image.tif"), "--out", str(workdir / out), "--quiet"]
+           str(workdir / "image.tif"), "--out", str(workdir / out), "--quiet", "--overwrite"]
     if scheduler:
         cmd += ["--scheduler", scheduler]
+    load_before = os.getloadavg()[0]
+    cluster_cpu = _tree_cpu(cluster_pid) if cluster_pid else 0.0
     with TreeMemory() as mem:
         if cluster_pid:
             mem.add(cluster_pid)
@@ -165,10 +184,14 @@ def run_apply(workdir: Path, out: str, scheduler: str | None, cluster_pid: int |
         wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"segdash apply failed ({proc.returncode}):\n{stdout}\n{stderr}")
-    summary = stdout.strip().splitlines()[-1]
-    return {"wall_s": wall, "peak_sum_rss": mem.peak_sum, "sum_of_peaks": sum(mem.hwm.values()),
+    # The client's CPU time (it has exited: recorded by the sampler) and the cluster's delta.
+    cpu = mem.cpu.get(proc.pid, 0.0)
+    if cluster_pid:
+        cpu += _tree_cpu(cluster_pid) - cluster_cpu
+    return {"wall_s": wall, "cpu_s": cpu, "load": (load_before, os.getloadavg()[0]),
+            "peak_sum_rss": mem.peak_sum, "sum_of_peaks": sum(mem.hwm.values()),
             "processes": {mem.names.get(pid, f"pid {pid}"): hwm for pid, hwm in mem.hwm.items()},
-            "summary": summary}
+            "summary": stdout.strip().splitlines()[-1]}
 
 
 def main() -> int:
@@ -212,12 +235,14 @@ def main() -> int:
             cluster.wait(timeout=60)
 
     print(f"\nsegdash apply on a {args.size}x{args.size} RGB image ({megapixels:.1f} MP), "
-          f"{psutil.cpu_count()} cores")
-    print(f"{'scheduler':40} {'wall s':>7} {'MP/s':>6} {'peak RSS (sum)':>15} "
-          f"{'sum of peaks':>13}")
+          f"{psutil.cpu_count()} cores (load avg: the machine's 1-minute load before->after; "
+          "above the core count, other processes took CPU and wall times are inflated)")
+    print(f"{'scheduler':38} {'wall s':>7} {'MP/s':>6} {'CPU s':>7} {'peak RSS (sum)':>15} "
+          f"{'sum of peaks':>13} {'load avg':>10}")
     for name, r in results.items():
-        print(f"{name:40} {r['wall_s']:7.1f} {megapixels / r['wall_s']:6.3f} "
-              f"{r['peak_sum_rss'] / 2**30:12.2f} GB {r['sum_of_peaks'] / 2**30:10.2f} GB")
+        print(f"{name:38} {r['wall_s']:7.1f} {megapixels / r['wall_s']:6.3f} "
+              f"{r['cpu_s']:7.0f} {r['peak_sum_rss'] / 2**30:12.2f} GB "
+              f"{r['sum_of_peaks'] / 2**30:10.2f} GB {r['load'][0]:4.1f}->{r['load'][1]:4.1f}")
         print(f"    {r['summary']}")
         for proc, hwm in sorted(r["processes"].items(), key=lambda kv: -kv[1]):
             print(f"      {hwm / 2**30:5.2f} GB  {proc}")
