@@ -351,7 +351,6 @@ class Job:
     graphs: dict[int, list] = field(default_factory=dict)
     bands: dict[int, _Bands] = field(default_factory=dict)
     futures: set = field(default_factory=set)
-    submitted: int = 0
     written: int = 0
     error: str | None = None
 

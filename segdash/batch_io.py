@@ -179,7 +179,6 @@ class ImageSource:
     shape: tuple[int, int, int]
     dtype: np.dtype
     is_stack: bool
-    _array: np.ndarray | None = None
     _tiff: dict | None = None
 
     @property
@@ -196,8 +195,15 @@ class ImageSource:
         import dask.array as da
         from dask.base import tokenize
 
-        if self._array is not None:
-            return da.from_array(self._array, chunks=chunks)
+        if self._tiff is None:
+            # PNG/JPEG: read again now (planning read it only to check it), so that only
+            # the images being tiled are in memory, not a whole folder's.
+            arr = read_image(self.path)
+            if arr.ndim == 2:
+                arr = arr[:, :, None]
+            if arr.shape != self.shape or arr.dtype != self.dtype:
+                raise ImageError(f"{self.name}: the file changed while being processed")
+            return da.from_array(arr, chunks=chunks)
         t = self._tiff
         lead = [n for a, n in zip(t["axes"], t["series_shape"], strict=True)
                 if a not in "YXSC"]
@@ -227,10 +233,9 @@ def open_source(path: Path) -> ImageSource:
     if fmt is None:
         raise ImageError(f"{path.name}: not a PNG, JPEG or TIFF image (unrecognised content)")
     if fmt != "TIFF":
-        arr = read_image(path)
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
-        return ImageSource(path, 1, arr.shape, arr.dtype, False, _array=arr)
+        arr = read_image(path)  # decoded once to check it; read again by plane()
+        shape = arr.shape if arr.ndim == 3 else (*arr.shape, 1)
+        return ImageSource(path, 1, shape, arr.dtype, False)
     return _open_tiff_source(path)
 
 

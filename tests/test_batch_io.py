@@ -127,6 +127,16 @@ def test_png_and_jpeg_are_read_like_the_dashboard_reads_them(tmp_path):
     assert open_source(tmp_path / "a.jpg").shape == (60, 70, 3)
 
 
+def test_planning_keeps_no_pixels_of_png_inputs_and_notices_a_changed_file(tmp_path):
+    Image.fromarray(RNG.integers(0, 255, (60, 70), dtype=np.uint8)).save(tmp_path / "a.png")
+    src = open_source(tmp_path / "a.png")
+    assert src.shape == (60, 70, 1)
+    assert not any(isinstance(v, np.ndarray) for v in vars(src).values())
+    Image.fromarray(RNG.integers(0, 255, (61, 70), dtype=np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(ImageError, match="changed"):
+        src.plane(0, ((60,), (70,), (1,)))
+
+
 @pytest.mark.parametrize(("content", "match"), [
     (b"hello, not an image", "not a PNG, JPEG or TIFF"),
     (b"\x89PNG\r\n\x1a\n" + b"\0" * 20, "cannot decode"),
