@@ -29,7 +29,7 @@ def shared_executor(max_workers: int | None = None) -> ThreadPoolExecutor:
     ----------
     max_workers : int, optional
         Threads, on first call only (default: the number of cores). Sessions beyond this
-        number wait for a free thread; one session never uses more than one.
+        number wait for a free thread; one session never holds more than one of them.
     """
     global _executor
     with _executor_lock:
