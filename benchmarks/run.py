@@ -45,13 +45,27 @@ from scenes import astronaut, speed_strokes  # noqa: E402
 REF_TREES = {"n_estimators": 50, "max_depth": 10, "max_samples": 0.05}
 
 
-def median_time(fn: Callable[[], object], reps: int) -> float:
-    times = []
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (all threads of the process) of one call."""
+    t, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def median_time(fn: Callable[[], object], reps: int) -> tuple[float, float]:
+    """Median wall-clock and CPU seconds of ``reps`` calls."""
+    return tuple(np.median([timed(fn) for _ in range(reps)], axis=0))
+
+
+def paired(ours: Callable[[], object], ref: Callable[[], object],
+           reps: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Median (wall, CPU) of each side, the two sides called in turn (a load that comes and
+    goes then hits both alike)."""
+    a, b = [], []
     for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+        a.append(timed(ours))
+        b.append(timed(ref))
+    return tuple(np.median(a, axis=0)), tuple(np.median(b, axis=0))
 
 
 def ref_features(img: np.ndarray, sigma_min: float = 1.0) -> np.ndarray:
@@ -110,8 +124,15 @@ def bench_size(size: int, grey: bool, reps: int, out: Callable[[str], None]) -> 
     r = max(1, reps // 2) if big else reps
 
     def row(measure, ours, ref, unit="s", note=""):
+        ours_cpu = ref_cpu = None
+        if isinstance(ours, tuple):
+            ours, ours_cpu = ours
+        if isinstance(ref, tuple):
+            ref, ref_cpu = ref
         d = {"measure": measure, "size": size, "mode": mode, "segdash": ours,
              "reference": ref, "ratio": (ref / ours) if (ref and ours) else None,
+             "segdash_cpu": ours_cpu, "reference_cpu": ref_cpu,
+             "cpu_ratio": (ref_cpu / ours_cpu) if (ref_cpu and ours_cpu) else None,
              "unit": unit, "note": note}
         rows.append(d)
         out(format_row(d))
@@ -119,8 +140,7 @@ def bench_size(size: int, grey: bool, reps: int, out: Callable[[str], None]) -> 
 
     # features: same families and scales (skimage's defaults are sigma 0.5..16 too)
     ext = BasicFeatures()
-    t_ours = median_time(lambda: ext(img), r)
-    t_ref = median_time(lambda: ref_features(img, sigma_min=0.5), r)
+    t_ours, t_ref = paired(lambda: ext(img), lambda: ref_features(img, sigma_min=0.5), r)
     row("features", t_ours, t_ref, note=f"{len(ext.feature_names(n_channels(img)))} features")
 
     # first segmentation of a newly opened image
@@ -131,14 +151,14 @@ def bench_size(size: int, grey: bool, reps: int, out: Callable[[str], None]) -> 
         assert seg.segmentation is not None
         return seg
 
-    t_ours = median_time(ours_first, r)
     cache: dict = {}
 
     def ref_first():
+        cache["feats"] = None
         cache["feats"] = ref_features(img)
         ref_fit_predict(cache["feats"], labels)
 
-    t_ref = median_time(ref_first, r)
+    t_ours, t_ref = paired(ours_first, ref_first, r)
     row("first", t_ours, t_ref)
 
     # update after one more stroke, features cached
@@ -146,15 +166,15 @@ def bench_size(size: int, grey: bool, reps: int, out: Callable[[str], None]) -> 
     seg.set_strokes(strokes)
     seg.train()
     seg.live_update = True
-    times = []
+    times, ref_times = [], []
     for _ in range(max(5, 2 * reps)):
-        t = time.perf_counter()
-        seg.add_stroke(extra.xs, extra.ys, extra.label, extra.width)
-        times.append(time.perf_counter() - t)
+        times.append(timed(lambda: seg.add_stroke(extra.xs, extra.ys, extra.label,
+                                                  extra.width)))
         assert seg.segmentation is not None and seg.error == ""
         seg.undo()  # retrains too (not timed)
-    t_ours = float(np.median(times))
-    t_ref = median_time(lambda: ref_fit_predict(cache["feats"], labels_more), max(3, r))
+        ref_times.append(timed(lambda: ref_fit_predict(cache["feats"], labels_more)))
+    t_ours = tuple(np.median(times, axis=0))
+    t_ref = tuple(np.median(ref_times, axis=0))
     row("update", t_ours, t_ref, note=f"{int(np.count_nonzero(labels_more))} painted px")
     cache.clear()
 
@@ -164,28 +184,37 @@ def bench_size(size: int, grey: bool, reps: int, out: Callable[[str], None]) -> 
     mpx = size * size / 1e6
     for name in ("random_forest", "gradient_boosting"):
         fits, preds = [], []
-        for _ in range(r):
-            t = time.perf_counter()
-            model = SegmentationModel.train(codes, labels_more, stack, name, None,
-                                            n_channels(img), quantizer=quantizer)
-            fits.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            model.predict_proba_features(codes)
-            preds.append(time.perf_counter() - t)
-        row(f"predict/Mpx {name}", float(np.median(preds)) / mpx, None, "s/Mpx",
-            note=f"fit {np.median(fits):.3f} s, predict {np.median(preds):.3f} s")
+        for _ in range(max(3, r)):
+            got = {}
+
+            def train(name=name, got=got):
+                got["model"] = SegmentationModel.train(
+                    codes, labels_more, stack, name, None, n_channels(img), quantizer=quantizer)
+
+            fits.append(timed(train))
+            preds.append(timed(lambda got=got: got["model"].predict_proba_features(codes)))
+        fit_w = float(np.median([f[0] for f in fits]))
+        pred = tuple(np.median(preds, axis=0))
+        row(f"predict/Mpx {name}", (pred[0] / mpx, pred[1] / mpx), None, "s/Mpx",
+            note=f"fit {fit_w:.3f} s, predict {pred[0]:.3f} s (smoothing included)")
     return rows
 
 
 def format_row(d: dict) -> str:
-    ref = f"{d['reference']:9.3f}" if d["reference"] is not None else f"{'-':>9s}"
+    def num(v, fmt="9.3f"):
+        return format(v, fmt) if v is not None else format("-", ">" + fmt.split(".")[0])
+
     ratio = f"{d['ratio']:6.1f}x" if d["ratio"] is not None else f"{'':>7s}"
-    return (f"{d['measure']:30s} {d['size']:5d}² {d['mode']:4s} {d['segdash']:9.3f} {ref} "
-            f"{ratio}  {d['unit']:5s} {d['note']}")
+    cpu = d.get("cpu_ratio")
+    cpu_ratio = f"{cpu:6.1f}x" if cpu is not None else f"{'':>7s}"
+    return (f"{d['measure']:30s} {d['size']:5d}² {d['mode']:4s} {num(d['segdash'])} "
+            f"{num(d['reference'])} {ratio}  {num(d.get('segdash_cpu'), '7.2f')} "
+            f"{num(d.get('reference_cpu'), '7.2f')} {cpu_ratio}  {d['unit']:5s} {d['note']}")
 
 
 HEADER = (f"{'measure':30s} {'size':>6s} {'mode':4s} {'segdash':>9s} {'reference':>9s} "
-          f"{'ratio':>7s}  unit  note")
+          f"{'ratio':>7s}  {'cpu us':>7s} {'cpu ref':>7s} {'cpu':>7s}  unit  note\n"
+          f"{'':42s}{'(wall-clock)':^27s}  {'(CPU seconds, all threads)':^23s}")
 
 
 # -- peak memory, each in a fresh process -----------------------------------------------
