@@ -23,7 +23,6 @@ from .conftest import scribbles, two_texture_image
 
 da = pytest.importorskip("dask.array")
 
-TILE = 64  # with sigma_max=4 the halo is about 18 pixels: tiles must be >= twice that
 
 
 def _tiled(a: np.ndarray, reps: tuple[int, int], trim: tuple[int, int]) -> np.ndarray:
@@ -40,9 +39,16 @@ def grey_model():
 
 
 @pytest.fixture(scope="module")
-def grey_image():
+def tile(grey_model) -> int:
+    """The smallest tile the test model allows: the most tile edges per image."""
+    return min_tile(grey_model)
+
+
+@pytest.fixture(scope="module")
+def grey_image(tile):
     img, _ = two_texture_image(128, seed=5)
-    return _tiled(img, (2, 3), (9, 13))  # 247 x 371: 4 x 6 tiles of <= 64
+    h, w = 4 * tile - 9, 6 * tile - 13  # 4 x 6 tiles, sizes not a multiple of the tile
+    return _tiled(img, (-(-h // 128), -(-w // 128)), (0, 0))[:h, :w]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +59,8 @@ def rgb_model_and_image():
     lab[40:44, 10:20] = 3
     model = segdash.fit(rgb, lab, feature_params={"sigma_min": 1, "sigma_max": 4},
                         classifier_params={"n_estimators": 8})
-    return model, _tiled(rgb, (2, 2), (3, 7))  # 189 x 185 uint16 RGB
+    h, w = 3 * min_tile(model) - 3, 3 * min_tile(model) - 7  # 3 x 3 tiles, uint16 RGB
+    return model, _tiled(rgb, (-(-h // 96), -(-w // 96)), (0, 0))[:h, :w]
 
 
 def test_dask_reflect_boundary_is_numpy_symmetric_padding():
@@ -69,14 +76,14 @@ def test_dask_reflect_boundary_is_numpy_symmetric_padding():
 
 
 def test_features_of_a_tile_with_its_halo_equal_the_whole_image_features(grey_model,
-                                                                         grey_image):
+                                                                         grey_image, tile):
     # Pinpoints the feature extractor: if this fails, segdash/features no longer give a
     # tile (extended by `halo` pixels, mirror-padded at the border) the same features as
     # the whole image, and tiled prediction cannot be exact whatever batch.py does.
     stack, h = grey_model.features, grey_model.halo
     full = stack(grey_image)
     padded = np.pad(grey_image, h, mode="symmetric")
-    rows, cols = tile_chunks(grey_image.shape[0], TILE), tile_chunks(grey_image.shape[1], TILE)
+    rows, cols = tile_chunks(grey_image.shape[0], tile), tile_chunks(grey_image.shape[1], tile)
     y0 = 0
     for th in rows:
         x0 = 0
@@ -95,15 +102,15 @@ def test_features_of_a_tile_with_its_halo_equal_the_whole_image_features(grey_mo
 
 
 def test_tiled_labels_and_probabilities_equal_the_whole_image_exactly(grey_model,
-                                                                      grey_image):
-    rows = tile_chunks(grey_image.shape[0], TILE)
-    cols = tile_chunks(grey_image.shape[1], TILE)
+                                                                      grey_image, tile):
+    rows = tile_chunks(grey_image.shape[0], tile)
+    cols = tile_chunks(grey_image.shape[1], tile)
     assert len(rows) >= 4 and len(cols) >= 5  # a few tiles wide, tile edges inside
-    proba = apply(grey_model, grey_image, tile=TILE, proba=True)
+    proba = apply(grey_model, grey_image, tile=tile, proba=True)
     expected = grey_model.predict_proba(grey_image)
     assert proba.dtype == np.float32 and proba.shape == expected.shape
     np.testing.assert_array_equal(proba, expected)
-    labels = apply(grey_model, grey_image, tile=TILE)
+    labels = apply(grey_model, grey_image, tile=tile)
     assert labels.dtype == grey_model.label_dtype
     np.testing.assert_array_equal(labels, grey_model.predict(grey_image))
     # the picture is not trivial: both classes are found, along tile edges too
@@ -114,7 +121,7 @@ def test_tiled_labels_and_probabilities_equal_the_whole_image_exactly(grey_model
 def test_tiled_equals_whole_image_for_a_16_bit_rgb_image_with_three_classes(
         rgb_model_and_image):
     model, image = rgb_model_and_image
-    got = apply(model, image, tile=48, proba=True)
+    got = apply(model, image, tile=min_tile(model), proba=True)
     np.testing.assert_array_equal(got, model.predict_proba(image))
     assert got.shape[2] == 3
 
@@ -133,19 +140,19 @@ def test_tiled_equals_whole_image_with_default_feature_settings():
 
 
 def test_an_image_thinner_than_the_halo_is_tiled_along_its_length_only(grey_model,
-                                                                       grey_image):
+                                                                       grey_image, tile):
     strip = grey_image[:11]
-    np.testing.assert_array_equal(apply(grey_model, strip, tile=TILE, proba=True),
+    np.testing.assert_array_equal(apply(grey_model, strip, tile=tile, proba=True),
                                   grey_model.predict_proba(strip))
 
 
 def test_dask_input_gives_a_lazy_dask_array_equal_to_the_numpy_result(grey_model,
-                                                                      grey_image):
+                                                                      grey_image, tile):
     lazy = da.from_array(grey_image, chunks=(50, 70))  # chunks unlike the tiles
-    out = segdash.apply(grey_model, lazy, tile=TILE)
+    out = segdash.apply(grey_model, lazy, tile=tile)
     assert isinstance(out, da.Array)
     assert out.shape == grey_image.shape and out.dtype == grey_model.label_dtype
-    assert out.numblocks == (len(tile_chunks(247, TILE)), len(tile_chunks(371, TILE)))
+    assert out.numblocks == (4, 6)
     np.testing.assert_array_equal(out.compute(), grey_model.predict(grey_image))
 
 
@@ -161,6 +168,7 @@ def test_tile_smaller_than_twice_the_halo_is_refused(grey_model, grey_image):
     with pytest.raises(ValueError, match=f"at least {smallest} pixels"):
         apply(grey_model, grey_image, tile=smallest - 1)
     apply(grey_model, grey_image[:80, :80], tile=smallest)
+    assert smallest >= 16
 
 
 def test_another_channel_count_is_refused(grey_model, rgb_model_and_image):

@@ -14,13 +14,12 @@ import tifffile
 from PIL import Image
 
 import segdash
+from segdash.batch import min_tile, tile_chunks
 from segdash.cli import main
 
 from .conftest import scribbles, two_texture_image
 
 distributed = pytest.importorskip("distributed")
-
-TILE = 64  # several tiles per image; the test model's halo is about 18 pixels
 
 
 def _picture(seed: int, reps: tuple[int, int], trim: tuple[int, int]) -> np.ndarray:
@@ -54,7 +53,9 @@ def data(tmp_path_factory) -> dict:
     (bad / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
     Image.fromarray(np.dstack([images["plain"]] * 3)).save(bad / "colour.png")
     return {"root": root, "model": root / "model.skops", "inp": inp, "bad": bad,
-            "images": images, "loaded": segdash.load_model(root / "model.skops")}
+            "images": images, "loaded": segdash.load_model(root / "model.skops"),
+            # several tiles per image: the smallest tile the model allows, at least 64
+            "tile": max(64, min_tile(model))}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def cluster():
 
 def _apply(data: dict, out: Path, *extra: str, inputs: list | None = None) -> int:
     args = ["apply", str(data["model"]), *(inputs or [str(data["inp"])]), "--out", str(out),
-            "--tile", str(TILE), *extra]
+            "--tile", str(data["tile"]), *extra]
     return main(args)
 
 
@@ -153,7 +154,8 @@ def test_python_api_on_the_cluster_equals_the_local_result(data, cluster):
 
     model, image = data["loaded"], data["images"]["tiled"]
     with distributed.Client(cluster):  # becomes Dask's default scheduler
-        lazy = segdash.apply(model, da.from_array(image, chunks=100), tile=TILE, proba=True)
+        lazy = segdash.apply(model, da.from_array(image, chunks=100), tile=data["tile"],
+                             proba=True)
         assert isinstance(lazy, da.Array)
         got = lazy.compute()
     np.testing.assert_array_equal(got, model.predict_proba(image))
@@ -278,7 +280,7 @@ def test_unreachable_scheduler_and_bad_model_exit_2(data, tmp_path, capsys):
 def test_command_shows_progress_and_a_summary_with_throughput(data, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "segdash.cli", "apply", str(data["model"]),
-         str(data["inp"] / "*.tif"), "--out", str(tmp_path), "--tile", str(TILE)],
+         str(data["inp"] / "*.tif"), "--out", str(tmp_path), "--tile", str(data["tile"])],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
@@ -294,7 +296,9 @@ def test_finished_tiles_wait_for_their_band_within_a_few_tile_rows(data, tmp_pat
                                                                    monkeypatch):
     from segdash import batch
 
-    tall = np.concatenate([data["images"]["plain"]] * 4)[:, :150]  # 748 x 150: 12 x 3 tiles
+    tall = np.concatenate([data["images"]["plain"]] * 4)[:, :150]  # 748 x 150
+    rows, cols = (len(tile_chunks(n, data["tile"])) for n in tall.shape)
+    assert rows >= 5 and cols >= 2
     Image.fromarray(tall).save(tmp_path / "tall.png")
     held = []
     add = batch._Bands.add
@@ -306,7 +310,7 @@ def test_finished_tiles_wait_for_their_band_within_a_few_tile_rows(data, tmp_pat
     monkeypatch.setattr(batch._Bands, "add", recording_add)
     assert _apply(data, tmp_path / "out", "--workers", "2",
                   inputs=[str(tmp_path / "tall.png")]) == 0
-    assert len(held) == 12 * 3
-    assert max(held) <= 2 * 3  # never more than two rows of tiles in memory
+    assert len(held) == rows * cols
+    assert max(held) <= 2 * cols  # never more than two rows of tiles in memory
     with Image.open(tmp_path / "out" / "tall_labels.png") as im:
         np.testing.assert_array_equal(np.asarray(im), data["loaded"].predict(tall))
