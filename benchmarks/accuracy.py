@@ -57,7 +57,8 @@ def run(size: int = 512, out=print) -> list[dict]:
     rows = []
     out(f"accuracy on {size}x{size} scenes (all pixels, scripted strokes, mean of "
         f"{len(SEEDS)} seeds)")
-    out(f"{'scene':30s} {'painted':>8s} {'segdash':>8s} {'reference':>9s} {'gain':>6s}")
+    out(f"{'scene':30s} {'painted':>8s} {'segdash':>8s} {'reference':>9s} {'gain':>6s} "
+        f"{'gradient_boosting':>18s}")
     for make in SCENES:
         scene = make(size)
         painted = int(np.count_nonzero(scene.labels))
@@ -69,14 +70,18 @@ def run(size: int = 512, out=print) -> list[dict]:
         ref = float(np.mean([(reference_predict(scene, s) == scene.truth).mean()
                              for s in SEEDS]))
         t_ref = (time.perf_counter() - t) / len(SEEDS)
+        gb = float(np.mean([(segdash_predict(scene, s, classifier="gradient_boosting")
+                             == scene.truth).mean() for s in SEEDS]))
         rows.append({"scene": scene.name, "painted": painted, "segdash": ours,
-                     "reference": ref, "t_segdash": t_ours, "t_reference": t_ref})
+                     "reference": ref, "gradient_boosting": gb, "t_segdash": t_ours,
+                     "t_reference": t_ref})
         out(f"{scene.name:30s} {painted:8d} {100 * ours:7.1f}% {100 * ref:8.1f}% "
-            f"{100 * (ours - ref):+5.1f}")
+            f"{100 * (ours - ref):+5.1f} {100 * gb:17.1f}%")
     mean_ours = np.mean([r["segdash"] for r in rows])
     mean_ref = np.mean([r["reference"] for r in rows])
+    mean_gb = np.mean([r["gradient_boosting"] for r in rows])
     out(f"{'mean':30s} {'':8s} {100 * mean_ours:7.1f}% {100 * mean_ref:8.1f}% "
-        f"{100 * (mean_ours - mean_ref):+5.1f}")
+        f"{100 * (mean_ours - mean_ref):+5.1f} {100 * mean_gb:17.1f}%")
     return rows
 
 

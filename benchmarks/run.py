@@ -176,7 +176,16 @@ def bench_size(size: int, grey: bool, reps: int, out: Callable[[str], None]) -> 
     t_ours = tuple(np.median(times, axis=0))
     t_ref = tuple(np.median(ref_times, axis=0))
     row("update", t_ours, t_ref, note=f"{int(np.count_nonzero(labels_more))} painted px")
+    from sklearn.ensemble import RandomForestClassifier
+
+    feats = cache["feats"]
+    mask = labels_more > 0
+    ref_clf = RandomForestClassifier(n_jobs=-1, random_state=0, **REF_TREES)
+    ref_clf.fit(feats[mask], labels_more[mask])
+    cache["flat"] = feats.reshape(-1, feats.shape[-1])
+    ref_predict = median_time(lambda: ref_clf.predict_proba(cache["flat"]), max(3, r))
     cache.clear()
+    feats = None
 
     # predict time per megapixel, each built-in classifier; fit time beside
     stack = FeatureStack("basic")
@@ -195,7 +204,8 @@ def bench_size(size: int, grey: bool, reps: int, out: Callable[[str], None]) -> 
             preds.append(timed(lambda got=got: got["model"].predict_proba_features(codes)))
         fit_w = float(np.median([f[0] for f in fits]))
         pred = tuple(np.median(preds, axis=0))
-        row(f"predict/Mpx {name}", (pred[0] / mpx, pred[1] / mpx), None, "s/Mpx",
+        ref = (ref_predict[0] / mpx, ref_predict[1] / mpx) if name == "random_forest" else None
+        row(f"predict/Mpx {name}", (pred[0] / mpx, pred[1] / mpx), ref, "s/Mpx",
             note=f"fit {fit_w:.3f} s, predict {pred[0]:.3f} s (smoothing included)")
     return rows
 
