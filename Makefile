@@ -38,8 +38,10 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check segdash tests plugins
 
+# segdash vs the scikit-image reference, side by side; `make bench BENCH_ARGS=--quick`
+# for 512² and 1024² only (docs/performance.md).
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 # segdash apply on an 8192 x 8192 RGB image: peak memory and megapixels/s (local, LocalCluster)
 bench-batch: $(STAMP)
