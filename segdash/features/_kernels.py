@@ -121,38 +121,53 @@ def smoothing_plan(sigmas: Sequence[float]) -> list[Step]:
 # -- separable passes ---------------------------------------------------------------------
 
 
+# The compiled loops index 1-D views from 0: numba then knows no index is negative, skips
+# its wrap-around test, and LLVM vectorises the loops (5 to 8 times faster than indexing
+# the 2-D arrays with computed, possibly negative, indices).
+
+
 @numba.njit(nogil=True, cache=True)
 def _vpass(src, dst, w, d, r0, r1, c0, c1):  # pragma: no cover - compiled
     """dst[i, c0:c1] = sum_k w[|k|] src[i + k d, c0:c1] for rows i in [r0, r1)."""
     n = w.shape[0]
-    acc = np.empty(c1 - c0, np.float32)
+    m = c1 - c0
+    acc = np.empty(m, np.float32)
     for i in range(r0, r1):
         w0 = w[0]
-        for j in range(c0, c1):
-            acc[j - c0] = w0 * src[i, j]
+        centre = src[i, c0:c1]
+        for j in range(m):
+            acc[j] = w0 * centre[j]
         for k in range(1, n):
             wk = w[k]
-            for j in range(c0, c1):
-                acc[j - c0] += wk * (src[i - k * d, j] + src[i + k * d, j])
-        for j in range(c0, c1):
-            dst[i, j] = acc[j - c0]
+            above = src[i - k * d, c0:c1]
+            below = src[i + k * d, c0:c1]
+            for j in range(m):
+                acc[j] += wk * (above[j] + below[j])
+        target = dst[i, c0:c1]
+        for j in range(m):
+            target[j] = acc[j]
 
 
 @numba.njit(nogil=True, cache=True)
 def _hpass(src, dst, w, d, r0, r1, c0, c1):  # pragma: no cover - compiled
     """dst[i, j] = sum_k w[|k|] src[i, j + k d] for rows [r0, r1), columns [c0, c1)."""
     n = w.shape[0]
-    acc = np.empty(c1 - c0, np.float32)
+    m = c1 - c0
+    acc = np.empty(m, np.float32)
     for i in range(r0, r1):
         w0 = w[0]
-        for j in range(c0, c1):
-            acc[j - c0] = w0 * src[i, j]
+        centre = src[i, c0:c1]
+        for j in range(m):
+            acc[j] = w0 * centre[j]
         for k in range(1, n):
             wk = w[k]
-            for j in range(c0, c1):
-                acc[j - c0] += wk * (src[i, j - k * d] + src[i, j + k * d])
-        for j in range(c0, c1):
-            dst[i, j] = acc[j - c0]
+            left = src[i, c0 - k * d:c1 - k * d]
+            right = src[i, c0 + k * d:c1 + k * d]
+            for j in range(m):
+                acc[j] += wk * (left[j] + right[j])
+        target = dst[i, c0:c1]
+        for j in range(m):
+            target[j] = acc[j]
 
 
 def smooth_all(padded: np.ndarray, steps: list[Step], out: np.ndarray, pad: int,
@@ -269,58 +284,73 @@ def _emit(smooth, pad, i0, i1, w, fam, out, k0, q_off, q_scale, q_kind,
         y = pad + i
         j0 = jb * block
         bw = min(block, w - j0)
+        xs = pad + j0
         for s in range(ns):
             S = smooth[s]
+            # views starting 2 (or 1, 0) columns left of the block: all indices >= 0
+            r0 = S[y, xs - 2:xs + bw + 2]
+            rm1 = S[y - 1, xs - 1:xs + bw + 1]
+            rp1 = S[y + 1, xs - 1:xs + bw + 1]
+            rm2 = S[y - 2, xs:xs + bw]
+            rp2 = S[y + 2, xs:xs + bw]
             f = s * nf
             if do_i:
+                rf = row[f]
                 for j in range(bw):
-                    row[f, j] = S[y, pad + j0 + j]
+                    rf[j] = r0[j + 2]
                 f += 1
             if do_e:
+                rf = row[f]
                 for j in range(bw):
-                    x = pad + j0 + j
-                    gx = (S[y, x + 1] - S[y, x - 1]) * half
-                    gy = (S[y + 1, x] - S[y - 1, x]) * half
-                    row[f, j] = np.sqrt(gx * gx + gy * gy)
+                    gx = (r0[j + 3] - r0[j + 1]) * half
+                    gy = (rp1[j + 1] - rm1[j + 1]) * half
+                    rf[j] = np.sqrt(gx * gx + gy * gy)
                 f += 1
             if do_t:
+                rmax = row[f]
+                rmin = row[f + 1]
                 for j in range(bw):
-                    x = pad + j0 + j
-                    c = S[y, x]
-                    hxx = ((S[y, x + 2] - c) - (c - S[y, x - 2])) * quarter
-                    hyy = ((S[y + 2, x] - c) - (c - S[y - 2, x])) * quarter
-                    hxy = ((S[y + 1, x + 1] - S[y - 1, x + 1])
-                           - (S[y + 1, x - 1] - S[y - 1, x - 1])) * quarter
+                    c = r0[j + 2]
+                    hxx = ((r0[j + 4] - c) - (c - r0[j])) * quarter
+                    hyy = ((rp2[j] - c) - (c - rm2[j])) * quarter
+                    hxy = ((rp1[j + 2] - rm1[j + 2]) - (rp1[j] - rm1[j])) * quarter
                     mean = (hxx + hyy) * half
                     dd = (hxx - hyy) * half
                     dev = np.sqrt(dd * dd + hxy * hxy)
-                    row[f, j] = mean + dev
-                    row[f + 1, j] = mean - dev
+                    rmax[j] = mean + dev
+                    rmin[j] = mean - dev
         if quantize:
             for s in range(ns):
                 f = s * nf
                 if do_i:
                     o, sc = q_off[k0 + f], q_scale[k0 + f]
+                    rf, qf = row[f], rowq[f]
                     for j in range(bw):
-                        rowq[f, j] = _q_linear((row[f, j] - o) * sc)
+                        qf[j] = _q_linear((rf[j] - o) * sc)
                     f += 1
                 if do_e:
                     o, sc = q_off[k0 + f], q_scale[k0 + f]
+                    rf, qf = row[f], rowq[f]
                     for j in range(bw):
-                        rowq[f, j] = _q_root((row[f, j] - o) * sc)
+                        qf[j] = _q_root((rf[j] - o) * sc)
                     f += 1
                 if do_t:
                     for ff in range(f, f + 2):
                         o, sc = q_off[k0 + ff], q_scale[k0 + ff]
+                        rf, qf = row[ff], rowq[ff]
                         for j in range(bw):
-                            rowq[ff, j] = _q_signed_root((row[ff, j] - o) * sc)
+                            qf[j] = _q_signed_root((rf[j] - o) * sc)
+            target = out[i, j0:j0 + bw, k0:k0 + nt]
             for j in range(bw):
+                pixel = target[j]
                 for kk in range(nt):
-                    out[i, j0 + j, k0 + kk] = rowq[kk, j]
+                    pixel[kk] = rowq[kk, j]
         else:
+            target = out[i, j0:j0 + bw, k0:k0 + nt]
             for j in range(bw):
+                pixel = target[j]
                 for kk in range(nt):
-                    out[i, j0 + j, k0 + kk] = row[kk, j]
+                    pixel[kk] = row[kk, j]
 
 
 def emit(smooth: np.ndarray, pad: int, h: int, w: int, fam: np.ndarray, out: np.ndarray,
@@ -415,8 +445,9 @@ class Quantizer:
 @numba.njit(nogil=True, cache=True)
 def _quantize_rows(x, out, off, scale, kind, a, b):  # pragma: no cover - compiled
     for p in range(a, b):
+        xp, op = x[p], out[p]
         for k in range(x.shape[1]):
-            out[p, k] = _quantize(x[p, k], off[k], scale[k], kind[k])
+            op[k] = _quantize(xp[k], off[k], scale[k], kind[k])
 
 
 def smooth_channels(arr: np.ndarray, sigma: float) -> np.ndarray:
