@@ -138,13 +138,8 @@ class BasicFeatures(FeatureExtractor):
         pad = self.halo
         flags = self._flags()
         shape = (h + 2 * pad, w + 2 * pad)
-        if quantizer is None and n_ch > 1:
-            # All channels at once: one pass writes each pixel's features contiguously.
-            smooth = np.empty((n_ch * ns, *shape), np.float32)
-            for c in range(n_ch):
-                self._smooth_channel(image[:, :, c], pad, steps, smooth[c * ns:(c + 1) * ns])
-            _kernels.emit(smooth, pad, h, w, flags, out, 0, None)
-            return out
+        # Channel by channel: the smoothed scales of one channel only in memory (a third
+        # of all channels', and as fast since the feature rows are written in blocks).
         smooth = np.empty((ns, *shape), np.float32)
         for c in range(n_ch):
             self._smooth_channel(image[:, :, c], pad, steps, smooth)
