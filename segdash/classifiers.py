@@ -121,6 +121,10 @@ class GradientBoosting(Classifier):
                                      doc="Fewest training pixels in a leaf.")
     l2_regularization = param.Number(0.0, bounds=(0, None), softbounds=(0, 10),
                                      doc="L2 penalty on leaf values.")
+    max_features = param.Number(0.3, bounds=(0.01, 1.0),
+                                doc="Fraction of features each split may choose from: with few "
+                                    "painted pixels, boosting otherwise latches onto one "
+                                    "feature that happens to separate them.")
     class_weight = param.Selector(default=None, objects=["balanced", None],
                                   doc="'balanced' weights classes by how little they are painted "
                                       "(makes fitting several times slower).")
@@ -151,6 +155,7 @@ class GradientBoosting(Classifier):
             max_depth=self.max_depth,
             min_samples_leaf=self.min_samples_leaf,
             l2_regularization=self.l2_regularization,
+            max_features=self.max_features,
             class_weight=self.class_weight,
             random_state=self.random_state,
             early_stopping=False,
