@@ -416,6 +416,10 @@ def supports_codes(est: Any) -> bool:
     return _compiled_for(est) is not None
 
 
+#: Pixels handed at once to an estimator without a compiled walk (plugins).
+_FOREIGN_CHUNK = 262_144
+
+
 def predict_proba_codes(est: Any, codes: np.ndarray) -> np.ndarray:
     """Class probabilities of ``(N, F)`` uint8 feature codes, ``(N, K)`` float32.
 
@@ -427,7 +431,12 @@ def predict_proba_codes(est: Any, codes: np.ndarray) -> np.ndarray:
     codes = np.ascontiguousarray(codes, dtype=np.uint8)
     ct = _compiled_for(est)
     if ct is None:
-        return np.asarray(est.predict_proba(codes.astype(np.float32)), dtype=np.float32)
+        # Chunks bound the float32 copy (and the estimator's own temporaries).
+        out = np.empty((codes.shape[0], len(est.classes_)), np.float32)
+        for start in range(0, codes.shape[0], _FOREIGN_CHUNK):
+            part = codes[start:start + _FOREIGN_CHUNK].astype(np.float32)
+            out[start:start + _FOREIGN_CHUNK] = est.predict_proba(part)
+        return out
     k = ct.value.shape[-1]
     raw = np.zeros((codes.shape[0], k), np.float32)
     if ct.complete:

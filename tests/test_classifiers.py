@@ -131,3 +131,21 @@ def test_session_caches_codes_and_matches_the_library_path(two_texture):
     lib = segdash.fit(img, seg.labels)
     np.testing.assert_array_equal(lib.predict_proba(img), seg.probabilities)
     np.testing.assert_allclose(seg.uncertainty, 1 - seg.probabilities.max(axis=-1), atol=1e-7)
+
+
+def test_estimators_without_a_compiled_walk_are_predicted_in_chunks(monkeypatch):
+    from sklearn.linear_model import LogisticRegression
+
+    from segdash import classifiers
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 256, (50, 4), dtype=np.uint8)
+    est = LogisticRegression().fit(codes.astype(np.float32), np.arange(50) % 3)
+    calls = []
+    original = est.predict_proba
+    monkeypatch.setattr(est, "predict_proba", lambda x: calls.append(len(x)) or original(x))
+    monkeypatch.setattr(classifiers, "_FOREIGN_CHUNK", 16)
+    out = classifiers.predict_proba_codes(est, codes)
+    assert calls == [16, 16, 16, 2]
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, original(codes.astype(np.float32)), rtol=1e-6)
