@@ -8,6 +8,7 @@ Pillow restricted to those formats; TIFF through tifffile (16-bit, float, multi-
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import IO, Any
@@ -62,6 +63,11 @@ def _as_bytes(source: str | Path | bytes | IO[bytes]) -> tuple[bytes, str]:
     return data, str(name)
 
 
+def _reason(exc: BaseException) -> str:
+    """A decoder's message without the in-memory file's repr (``<_io.BytesIO ...>``)."""
+    return re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc)) or type(exc).__name__
+
+
 def _check_pixels(name: str, h: int, w: int, max_pixels: int) -> None:
     if h * w > max_pixels:
         raise ImageError(
@@ -90,7 +96,7 @@ def _read_pil(data: bytes, name: str, fmt: str, max_pixels: int) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{name}: refused as a decompression bomb ({exc})") from exc
     except Exception as exc:
-        raise ImageError(f"{name}: cannot decode this {fmt} file ({exc})") from exc
+        raise ImageError(f"{name}: cannot decode this {fmt} file ({_reason(exc)})") from exc
     if arr.dtype == np.int32:  # Pillow's "I" mode holds 16-bit PNGs
         arr = arr.astype(np.uint16) if arr.min() >= 0 and arr.max() <= 65535 else arr
     return np.ascontiguousarray(arr)
@@ -144,7 +150,7 @@ def _read_tiff(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     except ImageError:
         raise
     except Exception as exc:
-        raise ImageError(f"{name}: cannot decode this TIFF file ({exc})") from exc
+        raise ImageError(f"{name}: cannot decode this TIFF file ({_reason(exc)})") from exc
     if arr.dtype.kind not in "uifb":
         raise ImageError(f"{name}: TIFF of dtype {arr.dtype} is not supported")
     if arr.ndim == 3 and arr.shape[2] == 4 and arr.dtype == np.uint8:

@@ -82,3 +82,12 @@ def test_label_images_are_png_up_to_255_classes_else_tiff(tmp_path):
     big[0, 0] = 300
     assert write_labels(big, tmp_path / "b.tif") == "TIFF"
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "b.tif"), big)
+
+
+def test_decoding_errors_do_not_show_python_object_reprs():
+    data = _png(np.zeros((50, 50), np.uint8))
+    broken = data[:8] + b"\x00" * 40
+    with pytest.raises(ImageError) as info:
+        read_image(broken)
+    assert "BytesIO" not in str(info.value) and "0x" not in str(info.value)
+    assert str(info.value).startswith("upload: cannot decode this PNG file")
