@@ -125,16 +125,8 @@ class Segmenter(param.Parameterized):
             from .errors import ImageError
 
             raise ImageError(f"unsupported image: shape {arr.shape}, dtype {arr.dtype}")
-        with self._lock:
-            self._generation += 1
-            self._image_token += 1
-            self._cache_key = self._cache = None
-            self._redo.clear()
-            self.param.update(
-                image=arr, strokes=[], labels=np.zeros(arr.shape[:2], np.uint16),
-                segmentation=None, probabilities=None, uncertainty=None, error="",
-                status=f"opened a {arr.shape[1]}x{arr.shape[0]} image",
-            )
+        self._reset(image=arr, labels=np.zeros(arr.shape[:2], np.uint16), error="",
+                    status=f"opened a {arr.shape[1]}x{arr.shape[0]} image")
         if self.model is not None and self.model.n_channels == n_channels(arr):
             self.apply_model(self.model)
 
@@ -143,15 +135,18 @@ class Segmenter(param.Parameterized):
 
         A training still running when this is called discards its result.
         """
+        self._reset(image=None, labels=None, model=None, status="closed")
+
+    def _reset(self, **updates: Any) -> None:
+        """Forget strokes, redo history, cached features and results (training in flight
+        included), then apply ``updates``."""
         with self._lock:
             self._generation += 1
             self._image_token += 1
             self._cache_key = self._cache = None
             self._redo.clear()
-            self.param.update(
-                image=None, strokes=[], labels=None, segmentation=None, probabilities=None,
-                uncertainty=None, model=None, status="closed",
-            )
+            self.param.update(strokes=[], segmentation=None, probabilities=None,
+                              uncertainty=None, **updates)
 
     # -- classes ----------------------------------------------------------------------
 
