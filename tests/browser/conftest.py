@@ -61,13 +61,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(*args: str, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """Start ``segdash serve ARGS`` on a free loopback port; return the process and its URL."""
+def start_server(*args: str, log_path: Path, env: dict[str, str] | None = None
+                 ) -> tuple[subprocess.Popen, str]:
+    """Start ``segdash serve ARGS`` on a free loopback port; return the process and its URL.
+    ``env``: the server's environment (default: this process's)."""
     port = free_port()
     cmd = [sys.executable, "-m", "segdash.cli", "serve", *args, "--port", str(port),
            "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
     log = open(log_path, "w")  # noqa: SIM115  (closed with the process)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
     # Probe a static file: a GET of the app itself would open (and leave) a session.
     probe = urllib.request.Request(url + "static/js/bokeh.min.js", method="HEAD")

@@ -7,10 +7,18 @@ from a test-only server endpoint.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
+
+from segdash.ui.samples import DEFAULT_SAMPLE, load_sample
+
+H, W = load_sample(DEFAULT_SAMPLE).shape[:2]  # the coins sample, what ``segdash serve`` opens
+ORANGE, BLUE = "#e69f00", "#56b4e9"  # the default colours of classes 1 and 2
+BACKGROUND = [(10, 8), (370, 8), (370, 295)]  # along the top and right edges of the coins
+COIN = [(45, 52), (60, 55)]  # inside the top-left coin
 
 # The plot frame (the image area) in page pixels, and its data ranges.
 FRAME_JS = """() => {
@@ -119,6 +127,15 @@ def choose_class(page: Page, name: str, class_id: int) -> None:
     """Click a class button and wait until the browser stamps that class on new strokes."""
     page.locator(".segdash-class button", has_text=name).click()
     page.wait_for_function(f"({BRUSH_JS})().stroke_class === {class_id}", timeout=10_000)
+
+
+def paint_two_classes(page: Page) -> float:
+    """On the coins sample: background as class 1, a coin as class 2; returns the time of
+    the last mouse-up."""
+    paint(page, BACKGROUND, H)
+    choose_class(page, "class 2", 2)
+    paint(page, COIN, H)
+    return time.monotonic()
 
 
 def wait_status(page: Page, pattern: str, timeout: float = 60_000) -> str:

@@ -6,8 +6,6 @@ module; each test opens its own page, hence its own session.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from PIL import Image
 
@@ -15,8 +13,12 @@ import segdash
 from segdash.ui.samples import DEFAULT_SAMPLE, load_sample
 
 from .pages import (
+    BLUE,
+    ORANGE,
     OVERLAY_JS,
     STROKES_JS,
+    H,
+    W,
     choose_class,
     download,
     draw,
@@ -25,24 +27,12 @@ from .pages import (
     open_app,
     overlay,
     paint,
+    paint_two_classes,
     strokes,
     upload,
     wait_overlay,
     wait_status,
 )
-
-H, W = load_sample(DEFAULT_SAMPLE).shape[:2]  # the coins sample
-ORANGE, BLUE = "#e69f00", "#56b4e9"  # the default colours of classes 1 and 2
-BACKGROUND = [(10, 8), (370, 8), (370, 295)]  # along the top and right edges
-COIN = [(45, 52), (60, 55)]  # inside the top-left coin
-
-
-def paint_two_classes(page) -> float:
-    """Background as class 1, a coin as class 2; returns the time of the last mouse-up."""
-    paint(page, BACKGROUND, H)
-    choose_class(page, "class 2", 2)
-    paint(page, COIN, H)
-    return time.monotonic()
 
 
 def test_page_loads_without_console_errors(page, server, console):
