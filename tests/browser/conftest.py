@@ -7,6 +7,7 @@ when neither exists the tests fail (``make test`` installs it), they are never s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -106,11 +107,10 @@ def stop_server(proc: subprocess.Popen) -> None:
         log.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a ``segdash serve`` on the default sample, shared by one test module."""
-    log_path = tmp_path_factory.mktemp("server") / "serve.log"
-    proc, url = start_server(log_path=log_path)
+@contextlib.contextmanager
+def serving(log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run ``segdash serve`` for the block, yielding its URL; print its log if it crashed."""
+    proc, url = start_server(log_path=log_path, env=env)
     try:
         yield url
     finally:
@@ -118,6 +118,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         text = log_path.read_text()
         if "Traceback" in text:
             print(f"--- segdash serve log ({log_path}) ---\n{text}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a ``segdash serve`` on the default sample, shared by one test module."""
+    with serving(tmp_path_factory.mktemp("server") / "serve.log") as url:
+        yield url
 
 
 @pytest.fixture

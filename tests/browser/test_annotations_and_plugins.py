@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from ..test_plugins import make_distribution
-from .conftest import start_server, stop_server
+from .conftest import serving
 from .pages import (
     BACKGROUND,
     BLUE,
@@ -101,15 +101,8 @@ def broken_plugin_server(tmp_path_factory):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
-    log_path = folder / "serve.log"
-    proc, url = start_server(log_path=log_path, env=env)
-    try:
+    with serving(folder / "serve.log", env=env) as url:
         yield url
-    finally:
-        stop_server(proc)
-        text = log_path.read_text()
-        if "Traceback" in text:
-            print(f"--- segdash serve log ({log_path}) ---\n{text}")
 
 
 def test_a_broken_plugin_is_listed_on_the_page_and_the_built_ins_still_work(
