@@ -109,9 +109,10 @@ def warm_up() -> None:
 
 def bench_size(size: int, grey: bool, reps: int, out: Callable[[str], None]) -> list[dict]:
     import segdash
-    from segdash.core import SegmentationModel
-    from segdash.features import FeatureStack, n_channels
+    from segdash.contract import image_channels
     from segdash.features.basic import BasicFeatures
+    from segdash.model import SegmentationModel
+    from segdash.stack import FeatureStack
     from segdash.strokes import rasterize_strokes
 
     mode = "grey" if grey else "RGB"
@@ -144,7 +145,7 @@ def bench_size(size: int, grey: bool, reps: int, out: Callable[[str], None]) -> 
     # features: same families and scales (skimage's defaults are sigma 0.5..16 too)
     ext = BasicFeatures()
     t_ours, t_ref = paired(lambda: ext(img), lambda: ref_features(img, sigma_min=0.5), r)
-    row("features", t_ours, t_ref, note=f"{len(ext.feature_names(n_channels(img)))} features")
+    row("features", t_ours, t_ref, note=f"{len(ext.feature_names(image_channels(img)))} features")
 
     # first segmentation of a newly opened image
     def ours_first():
@@ -201,10 +202,10 @@ def bench_size(size: int, grey: bool, reps: int, out: Callable[[str], None]) -> 
 
             def train(name=name, got=got):
                 got["model"] = SegmentationModel.train(
-                    codes, labels_more, stack, name, None, n_channels(img), quantizer=quantizer)
+                    codes, labels_more, stack, quantizer, name, None, image_channels(img))
 
             fits.append(timed(train))
-            preds.append(timed(lambda got=got: got["model"].predict_proba_features(codes)))
+            preds.append(timed(lambda got=got: got["model"].predict_proba_codes(codes)))
         fit_w = float(np.median([f[0] for f in fits]))
         pred = tuple(np.median(preds, axis=0))
         ref = (ref_predict[0] / mpx, ref_predict[1] / mpx) if name == "random_forest" else None

@@ -7,7 +7,6 @@ The library layer imports no dashboard code (Panel, HoloViews, Bokeh): those loa
 from . import registry
 from ._version import __version__
 from .classes import ClassInfo
-from .core import SegmentationModel, fit
 from .errors import (
     ImageError,
     MissingPluginError,
@@ -16,17 +15,17 @@ from .errors import (
     SegdashError,
     UnknownNameError,
 )
-from .io import read_image
-from .persist import load_model
+from .io.read import read_image
+from .model import SegmentationModel, fit, load_model
 from .segmenter import Segmenter
 from .strokes import Stroke, rasterize_strokes
 
 
 def __getattr__(name: str) -> object:
-    # `segdash.apply` lives with Dask in segdash.batch, imported on first use so that
+    # `segdash.apply` lives with Dask in segdash.tiling, imported on first use so that
     # `import segdash` stays light.
     if name == "apply":
-        from .batch import apply
+        from .tiling import apply
 
         return apply
     raise AttributeError(f"module 'segdash' has no attribute {name!r}")

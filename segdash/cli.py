@@ -21,7 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from .batch import run_cli
+    from .batch.runner import run_cli
 
     return run_cli(args)
 

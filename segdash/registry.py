@@ -3,7 +3,7 @@
 segdash's own built-ins are declared as entry points in segdash's pyproject.toml, in the
 same groups as third-party plugins (``segdash.features`` and ``segdash.classifiers``), so
 both travel one path: :func:`importlib.metadata.entry_points` lists them, :meth:`Registry.get`
-imports, validates and caches one on first use.
+imports, validates (with :mod:`segdash.contract`) and caches one on first use.
 
 Listing names imports nothing. A plugin that fails to import or validate is recorded in
 :attr:`Registry.errors` and never raises out of listing or of loading the others.
@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .contract import validate_classifier, validate_feature_extractor
 from .errors import PluginLoadError, UnknownNameError
 
 FEATURES_GROUP = "segdash.features"
@@ -227,10 +228,6 @@ class Registry:
                 pass
         return out
 
-    def available(self) -> list[str]:
-        """Names of the entries that load and validate (imports every plugin once)."""
-        return list(self.load_all())
-
     def register(self, name: str, obj: Any, overwrite: bool = False) -> None:
         """Add an entry in-process (notebooks, tests).
 
@@ -279,17 +276,5 @@ class Registry:
         return f"Registry({self.group!r}, names={self.names()})"
 
 
-def _validate_feature_extractor(obj: Any) -> Any:
-    from .features.base import validate_feature_extractor
-
-    return validate_feature_extractor(obj)
-
-
-def _validate_classifier(obj: Any) -> Any:
-    from .classifiers import validate_classifier
-
-    return validate_classifier(obj)
-
-
-features = Registry(FEATURES_GROUP, "feature extractor", _validate_feature_extractor)
-classifiers = Registry(CLASSIFIERS_GROUP, "classifier", _validate_classifier)
+features = Registry(FEATURES_GROUP, "feature extractor", validate_feature_extractor)
+classifiers = Registry(CLASSIFIERS_GROUP, "classifier", validate_classifier)

@@ -14,11 +14,17 @@ import numpy as np
 import param
 
 from . import registry
-from .classes import ClassInfo, default_class
-from .core import SegmentationModel, check_labels
-from .errors import SegdashError
-from .features import FeatureStack, n_channels
+from .classes import ClassInfo, classes_from_dicts, default_class
+from .contract import image_channels, settings_of
+from .errors import ImageError, SegdashError
+from .io.naming import result_name
+from .io.read import read_image
+from .io.render import display_range, overlay_rgb
+from .io.write import encode, write_labels, write_png
+from .model import SegmentationModel, check_labels, fit, model_from_bytes
+from .stack import FeatureStack
 from .strokes import Stroke, rasterize_strokes, strokes_from_json, strokes_to_json
+from .treewalk import compile_trees, predict_proba_codes
 
 
 class Segmenter(param.Parameterized):
@@ -32,6 +38,7 @@ class Segmenter(param.Parameterized):
     """
 
     image = param.Array(default=None, doc="(H, W) or (H, W, C) image being segmented.")
+    image_name = param.String(default="image", doc="File name of the image (names results).")
     classes = param.List(default=[], item_type=ClassInfo, doc="Classes users paint.")
     strokes = param.List(default=[], item_type=Stroke, doc="Strokes, in painting order.")
     features = param.List(default=["basic"], item_type=str,
@@ -111,24 +118,42 @@ class Segmenter(param.Parameterized):
 
     # -- image ------------------------------------------------------------------------
 
-    def set_image(self, image: Any) -> None:
+    def set_image(self, image: Any, name: str | None = None) -> None:
         """Open a new image: strokes, results and cached features are cleared.
+
+        Parameters
+        ----------
+        image : array_like
+            ``(H, W)`` or ``(H, W, C)``, any integer or float dtype.
+        name : str, optional
+            Its file name (results are named after it); default ``"image"``.
 
         Raises
         ------
         ImageError
-            Not a 2-D or 3-D numeric array.
+            Not an image (see :func:`segdash.contract.image_channels`).
         """
         arr = np.asarray(image)
-        n_channels(arr)  # validates the shape
-        if arr.dtype.kind not in "uifb" or min(arr.shape[:2]) < 1:
-            from .errors import ImageError
-
-            raise ImageError(f"unsupported image: shape {arr.shape}, dtype {arr.dtype}")
-        self._reset(image=arr, labels=np.zeros(arr.shape[:2], np.uint16), error="",
+        channels = image_channels(arr)
+        self._reset(image=arr, image_name=name or "image",
+                    labels=np.zeros(arr.shape[:2], np.uint16), error="",
                     status=f"opened a {arr.shape[1]}x{arr.shape[0]} image")
-        if self.model is not None and self.model.n_channels == n_channels(arr):
+        if self.model is not None and self.model.n_channels == channels:
             self.apply_model(self.model)
+
+    def open_file(self, data: bytes, filename: str) -> None:
+        """Open an image from a file's bytes (an upload); errors name ``filename``.
+
+        Raises
+        ------
+        ImageError
+            Not a readable PNG, JPEG or TIFF image.
+        """
+        try:
+            image = read_image(data)
+        except ImageError as exc:
+            raise ImageError(str(exc).replace("upload:", f"{filename}:", 1)) from exc
+        self.set_image(image, filename)
 
     def release(self) -> None:
         """Drop the image, strokes, cached features, results and model (a session ended).
@@ -270,8 +295,6 @@ class Segmenter(param.Parameterized):
                 f"image is {self.image.shape[1]}x{self.image.shape[0]}"
             )
         if extra.get("classes"):
-            from .classes import classes_from_dicts
-
             self.classes = classes_from_dicts(extra["classes"])
         self.set_strokes(strokes)
         return len(strokes)
@@ -282,7 +305,7 @@ class Segmenter(param.Parameterized):
         if self.live_update and self.image is not None:
             self.run_training(self.train)
 
-    def compute_features(self) -> np.ndarray:
+    def feature_codes(self) -> np.ndarray:
         """Feature codes of the image under the current settings, from the cache when possible.
 
         Returns
@@ -335,17 +358,15 @@ class Segmenter(param.Parameterized):
             return None
         self.busy = True
         try:
-            feats = self.compute_features()
-            quantizer = self._quantizer_of(feats)
+            codes = self.feature_codes()
+            quantizer = self._quantizer_of(codes)
             if quantizer is None:
                 return None  # the image or the feature settings changed meanwhile
-            stack = self.feature_stack()
             model = SegmentationModel.train(
-                feats, labels, stack, self.classifier,
-                _settings(self.classifier_settings()), n_channels(image), self.classes,
-                quantizer=quantizer,
+                codes, labels, self.feature_stack(), quantizer, self.classifier,
+                settings_of(self.classifier_settings()), image_channels(image), self.classes,
             )
-            proba = model.predict_proba_features(feats)
+            proba = model.predict_proba_codes(codes)
         except (SegdashError, ValueError) as exc:
             with self._lock:
                 if generation == self._generation:
@@ -395,6 +416,73 @@ class Segmenter(param.Parameterized):
                       f"{len(model.classes_)} classes)")
 
 
+    def apply_model_file(self, data: bytes) -> SegmentationModel:
+        """Load a model file's bytes (an upload, executing nothing in them) and apply it.
+
+        Raises
+        ------
+        ModelFileError
+            Refused or damaged file, or a plugin it needs is missing.
+        ImageError
+            The model was trained on images with another channel count.
+        """
+        model = model_from_bytes(data)
+        self.apply_model(model)
+        return model
+
+    # -- result files -----------------------------------------------------------------
+
+    def result_file(self, kind: str) -> tuple[str, bytes]:
+        """A result as a file: ``(file name, content)``, named after :attr:`image_name`.
+
+        Parameters
+        ----------
+        kind : str
+            ``"labels"`` (PNG, or 16-bit TIFF for ids over 255), ``"overlay"`` (class
+            colours blended over the image, PNG; the file ``segdash apply --overlay``
+            writes), ``"model"`` (.skops) or ``"annotations"`` (strokes and classes, JSON).
+
+        Raises
+        ------
+        ValueError
+            Nothing to save yet (no segmentation or model), or an unknown kind.
+        """
+        if kind == "annotations":
+            return (result_name(self.image_name, kind), self.strokes_json().encode())
+        model, segmentation = self.model, self.segmentation
+        if model is None or segmentation is None or self.image is None:
+            raise ValueError("train a model first (paint at least two classes)")
+        name = result_name(self.image_name, kind, segmentation.dtype)
+        if kind == "labels":
+            return name, encode(write_labels, segmentation)
+        if kind == "overlay":
+            rgb = overlay_rgb(self.image, segmentation, self.classes, *display_range(self.image))
+            return name, encode(write_png, rgb)
+        if kind == "model":
+            return name, model.to_bytes()
+        raise ValueError(f"unknown result {kind!r}: labels, overlay, model or annotations")
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the feature and tree-walk kernels on a tiny
+    problem, so that the first real segmentation does not wait for them."""
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    rng = np.random.default_rng(0)
+    for shape in ((24, 24), (24, 24, 3)):
+        img = rng.random(shape).astype(np.float32)
+        labels = np.zeros(shape[:2], np.uint8)
+        labels[2:4] = 1
+        labels[20:22] = 2
+        for name in ("random_forest", "gradient_boosting"):
+            fit(img, labels, feature_params={"sigma_max": 4},
+                classifier=name).predict_proba(img)
+    X = rng.integers(0, 256, (64, 3)).astype(np.uint8)
+    deep = ExtraTreesClassifier(2, random_state=0).fit(X, np.arange(64) % 2)
+    if not compile_trees(deep).complete:
+        predict_proba_codes(deep, X)
+
+
 _WARMING: threading.Thread | None = None
 
 
@@ -404,8 +492,6 @@ def _warm_up_once() -> None:
     stroke does not wait for them."""
     global _WARMING
     if _WARMING is None:
-        from .classifiers import warm_up
-
         def job() -> None:
             try:
                 warm_up()
@@ -414,9 +500,3 @@ def _warm_up_once() -> None:
 
         _WARMING = threading.Thread(target=job, name="segdash-warm-up", daemon=True)
         _WARMING.start()
-
-
-def _settings(obj: param.Parameterized) -> dict[str, Any]:
-    from .features import settings_of
-
-    return settings_of(obj)

@@ -25,8 +25,9 @@ import numpy as np
 import param
 
 from . import registry
+from .contract import hook, settings_of, validate_classifier, validate_feature_extractor
 from .errors import PluginLoadError
-from .features.base import settings_of, validate_feature_extractor
+from .model import fit, model_from_bytes
 
 __all__ = [
     "CheckFailed",
@@ -260,9 +261,6 @@ def _same_settings(a: dict, b: dict) -> bool:
 def check_extractor_model_roundtrip(obj: Any) -> None:
     """A model using these features and settings saves, loads with the same settings and
     predicts identically (settings must be plain values skops stores safely)."""
-    from .core import fit
-    from .persist import model_from_bytes
-
     cls, ext = _split(obj)
     settings = settings_of(ext)
     img = texture_image((48, 56, 3), seed=5)
@@ -279,7 +277,7 @@ def check_extractor_model_roundtrip(obj: Any) -> None:
                         f"a model with settings {settings} does not save and load: "
                         f"{type(exc).__name__}: {exc}. Settings must be plain values "
                         "(numbers, strings, booleans, None, lists/tuples/dicts of them)") from exc
-        kept = loaded.features.settings[name]
+        kept = loaded.stack.settings[name]
         if not _same_settings(kept, settings):
             raise _fail(cls.__name__,
                         f"settings changed through a saved model: {settings} -> {kept}")
@@ -337,7 +335,6 @@ def _blobs(class_ids: tuple[int, ...], n_per_class: int = 60, n_features: int = 
 def check_classifier_contract(obj: Any) -> None:
     """The registry's checks; ``build()`` returns a new, unfitted estimator each call;
     ``trusted_types`` is a sequence of ``"module.Class"`` strings."""
-    from .classifiers import validate_classifier
 
     cls, entry = _split(obj)
     try:
@@ -356,7 +353,7 @@ def check_classifier_contract(obj: Any) -> None:
         fitted = False
     if fitted:
         raise _fail(cls.__name__, "build() returned an already fitted estimator")
-    trusted = getattr(entry, "trusted_types", ())
+    trusted = hook(entry, "trusted_types")
     if isinstance(trusted, str) or not all(isinstance(t, str) for t in trusted):
         raise _fail(cls.__name__, f"trusted_types must be a tuple of strings, got {trusted!r}")
 
@@ -426,14 +423,11 @@ def check_classifier_model_roundtrip(obj: Any) -> None:
     model using it saves, loads with the same settings and predicts identically."""
     import skops.io as sio
 
-    from .core import fit
-    from .persist import model_from_bytes
-
     cls, entry = _split(obj)
     X, y = _blobs((1, 2), seed=9)
     est = entry.build().fit(X, y)
     untrusted = set(sio.get_untrusted_types(data=sio.dumps(est)))
-    missing = sorted(untrusted - set(getattr(entry, "trusted_types", ()) or ()))
+    missing = sorted(untrusted - set(hook(entry, "trusted_types") or ()))
     if missing:
         raise _fail(cls.__name__, f"a fitted {type(est).__name__} holds types skops does not "
                                   f"trust by default: add {missing} to {cls.__name__}."

@@ -8,20 +8,19 @@ import numpy as np
 import pytest
 
 import segdash
-from segdash.batch import (
-    TILE_FEATURE_BYTES,
-    _bytes_per_feature,
-    apply,
-    batch_model,
-    default_tile,
-    min_tile,
-    tile_chunks,
-)
 from segdash.errors import ImageError
+from segdash.features.basic import BasicFeatures
+from segdash.tiling import TILE_FEATURE_BYTES, apply, default_tile, min_tile, tile_chunks
 
 from .conftest import scribbles, two_texture_image
 
 da = pytest.importorskip("dask.array")
+
+
+class _FloatFirst(BasicFeatures):
+    """``basic`` without its own codes: the contract's default code_bytes (float32 + codes)."""
+
+    code_bytes = 5
 
 
 
@@ -79,8 +78,8 @@ def test_features_of_a_tile_with_its_halo_equal_the_whole_image_features(grey_mo
                                                                          grey_image, tile):
     # Pinpoints the feature extractor: if this fails, segdash/features no longer give a
     # tile (extended by `halo` pixels, mirror-padded at the border) the same features as
-    # the whole image, and tiled prediction cannot be exact whatever batch.py does.
-    stack, h = grey_model.features, grey_model.halo
+    # the whole image, and tiled prediction cannot be exact whatever the tiling does.
+    stack, h = grey_model.stack, grey_model.halo
     full = stack(grey_image)
     padded = np.pad(grey_image, h, mode="symmetric")
     rows, cols = tile_chunks(grey_image.shape[0], tile), tile_chunks(grey_image.shape[1], tile)
@@ -200,20 +199,23 @@ def test_default_tile_keeps_the_features_of_a_tile_within_the_budget(grey_model,
         tile = default_tile(model)
         n_feat = len(model.feature_names)
         assert tile % 256 == 0 and tile >= min_tile(model)
-        per_pixel = n_feat * _bytes_per_feature(model)
+        per_pixel = n_feat * model.code_bytes
         assert (tile + 2 * model.halo) ** 2 * per_pixel <= TILE_FEATURE_BYTES
-    # models predicting from uint8 codes get larger tiles than float-feature models
+    # extractors that need float features before their codes get smaller tiles than
+    # `basic`, which writes codes directly (its declared code_bytes hook)
     float_model = copy.copy(big_model)
-    float_model.quantizer = None
-    assert _bytes_per_feature(big_model) < _bytes_per_feature(float_model)
+    float_model.stack = copy.copy(big_model.stack)
+    float_model.stack.extractors = [(n, _FloatFirst(**e.param.values()))
+                                    for n, e in big_model.stack.extractors]
+    assert big_model.code_bytes == 2 and float_model.code_bytes == 5
     assert default_tile(float_model) < default_tile(big_model)
 
 
-def test_batch_model_runs_its_estimator_on_one_thread_without_changing_the_model():
+def test_single_threaded_model_shares_the_trees_and_leaves_the_model_unchanged():
     img, _ = two_texture_image(64)
     model = segdash.fit(img, scribbles(64), classifier_params={"n_estimators": 3})
     assert model.estimator.n_jobs == -1
-    single = batch_model(model)
+    single = model.single_threaded()
     assert single.estimator.n_jobs == 1 and model.estimator.n_jobs == -1
     assert single.estimator.estimators_ is model.estimator.estimators_
     np.testing.assert_array_equal(single.predict(img), model.predict(img))
@@ -224,5 +226,5 @@ def test_import_segdash_does_not_import_dask_until_apply_is_used():
     import sys
 
     code = ("import segdash, sys; assert 'dask' not in sys.modules; f = segdash.apply; "
-            "assert callable(f) and f.__module__ == 'segdash.batch'")
+            "assert callable(f) and f.__module__ == 'segdash.tiling'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -3,6 +3,7 @@ dask.distributed LocalCluster with two worker processes."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -14,8 +15,8 @@ import tifffile
 from PIL import Image
 
 import segdash
-from segdash.batch import min_tile, tile_chunks
 from segdash.cli import main
+from segdash.tiling import min_tile, tile_chunks
 
 from .conftest import scribbles, two_texture_image
 
@@ -132,6 +133,31 @@ def test_overlays_are_class_colours_blended_over_the_image(data, local_run):
         expected = 0.5 * image[y, x] + 0.5 * colour[cls]
         np.testing.assert_allclose(overlay[y, x], expected, atol=1)
     assert got["stack_overlay.tif"].shape == (*data["images"]["stack"].shape, 3)
+
+
+def test_overlay_of_a_16_bit_image_equals_the_dashboard_download(data, tmp_path):
+    # One display rule: the same model and image give the same overlay file in the
+    # dashboard (Segmenter.result_file) and in `segdash apply --overlay`, also for 16-bit
+    # images that are stretched (whole-plane range, not per tile) before colouring.
+    grey = data["images"]["tiled"]
+    img16 = (grey.astype(np.uint16) * 37 + 1000).astype(np.uint16)
+    inp = tmp_path / "in"
+    inp.mkdir()
+    tifffile.imwrite(inp / "deep.tif", img16, tile=(32, 48), compression="zlib")
+    status = _apply(data, tmp_path / "out", "--overlay", inputs=[str(inp / "deep.tif")])
+    assert status == 0
+    with Image.open(tmp_path / "out" / "deep_overlay.png") as im:
+        batch = np.asarray(im)
+    seg = segdash.Segmenter(live_update=False)
+    seg.set_image(segdash.read_image(inp / "deep.tif"), "deep.tif")
+    seg.apply_model(data["loaded"])
+    name, content = seg.result_file("overlay")
+    assert name == "deep_overlay.png"
+    with Image.open(io.BytesIO(content)) as im:
+        dashboard = np.asarray(im)
+    np.testing.assert_array_equal(batch, dashboard)
+    # the stretch is real: a 16-bit image scaled by its dtype would be nearly black
+    assert batch.mean() > 60
 
 
 def test_local_cluster_with_two_worker_processes_gives_identical_results(data, local_run,
@@ -294,20 +320,20 @@ def test_command_shows_progress_and_a_summary_with_throughput(data, tmp_path):
 
 def test_finished_tiles_wait_for_their_band_within_a_few_tile_rows(data, tmp_path,
                                                                    monkeypatch):
-    from segdash import batch
+    from segdash.batch import plan
 
     tall = np.concatenate([data["images"]["plain"]] * 4)[:, :150]  # 748 x 150
     rows, cols = (len(tile_chunks(n, data["tile"])) for n in tall.shape)
     assert rows >= 5 and cols >= 2
     Image.fromarray(tall).save(tmp_path / "tall.png")
     held = []
-    add = batch._Bands.add
+    add = plan.Bands.add
 
     def recording_add(self, kind, i, j, block):
         add(self, kind, i, j, block)
         held.append(len(self.blocks))
 
-    monkeypatch.setattr(batch._Bands, "add", recording_add)
+    monkeypatch.setattr(plan.Bands, "add", recording_add)
     assert _apply(data, tmp_path / "out", "--workers", "2",
                   inputs=[str(tmp_path / "tall.png")]) == 0
     assert len(held) == rows * cols

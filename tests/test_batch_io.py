@@ -9,13 +9,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from segdash.batch_io import (
-    PngStreamWriter,
-    TiffStreamWriter,
-    expand_inputs,
-    open_source,
-)
 from segdash.errors import ImageError
+from segdash.io.sources import expand_inputs, open_source
+from segdash.io.write import PngStreamWriter, TiffStreamWriter
 
 pytest.importorskip("dask.array")
 RNG = np.random.default_rng(7)

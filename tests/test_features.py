@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from segdash.contract import image_channels, prepare_image
 from segdash.errors import ImageError
-from segdash.features import FeatureStack, n_channels, prepare_image
 from segdash.features.basic import BasicFeatures, sigmas
+from segdash.stack import FeatureStack
 
 
 def test_default_scales_are_powers_of_two_from_half_to_sixteen():
@@ -84,7 +85,7 @@ def test_default_features_of_a_crop_equal_the_crop_of_features_exactly():
 
 
 def test_codes_equal_quantized_features():
-    from segdash.features._kernels import Quantizer
+    from segdash.codes import Quantizer
 
     rng = np.random.default_rng(7)
     img = rng.random((60, 70, 2)).astype(np.float32)
@@ -98,7 +99,7 @@ def test_codes_equal_quantized_features():
 
 
 def test_quantizer_codes_are_monotone_and_clip():
-    from segdash.features._kernels import LINEAR, ROOT, SIGNED_ROOT, Quantizer
+    from segdash.codes import LINEAR, ROOT, SIGNED_ROOT, Quantizer
 
     v = np.linspace(-2, 2, 4001, dtype=np.float32)
     for kind in (LINEAR, ROOT, SIGNED_ROOT):
@@ -148,13 +149,13 @@ def test_same_picture_in_uint8_and_uint16_gives_the_same_features():
 
 def test_rgba_alpha_is_dropped(rgb_image):
     rgba = np.dstack([rgb_image, np.full(rgb_image.shape[:2], 7, np.uint8)])
-    assert n_channels(rgba) == 3
+    assert image_channels(rgba) == 3
     np.testing.assert_array_equal(BasicFeatures()(rgba), BasicFeatures()(rgb_image))
 
 
 def test_many_channel_images_are_accepted():
     img = np.random.default_rng(0).random((16, 16, 5)).astype(np.float32)
-    assert n_channels(img) == 5
+    assert image_channels(img) == 5
     assert BasicFeatures(sigma_min=1, sigma_max=1)(img).shape == (16, 16, 20)
 
 

@@ -6,7 +6,8 @@ import tifffile
 from PIL import Image
 
 from segdash.errors import ImageError
-from segdash.io import read_image, write_labels
+from segdash.io.read import read_image
+from segdash.io.write import write_labels
 
 
 def _png(arr, mode=None):
@@ -74,11 +75,16 @@ def test_pixel_limit_is_checked_before_decoding():
         read_image(data, max_pixels=5000)
 
 
-def test_label_images_are_png_up_to_255_classes_else_tiff(tmp_path):
-    labels = np.array([[0, 1], [2, 255]], np.uint16)
+def test_label_images_are_png_for_uint8_ids_else_16_bit_tiff(tmp_path):
+    # By dtype, not by the values present: a model whose ids exceed 255 writes TIFF for
+    # every image (batch writes bands before it has seen all values), so names never vary.
+    labels = np.array([[0, 1], [2, 255]], np.uint8)
     assert write_labels(labels, tmp_path / "a.png") == "PNG"
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")), labels)
-    big = labels.copy()
+    small16 = labels.astype(np.uint16)
+    assert write_labels(small16, tmp_path / "c.tif") == "TIFF"
+    assert tifffile.imread(tmp_path / "c.tif").dtype == np.uint16
+    big = small16.copy()
     big[0, 0] = 300
     assert write_labels(big, tmp_path / "b.tif") == "TIFF"
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "b.tif"), big)

@@ -119,9 +119,9 @@ def test_combined_plugin_features_save_load_and_predict_identically(tmp_path):
 
     model.save(tmp_path / "m.skops")
     loaded = segdash.load_model(tmp_path / "m.skops")
-    assert loaded.features.names == ["basic", "texture"]
-    assert loaded.features.settings["texture"]["lbp_window"] == 15
-    assert loaded.features.settings["basic"]["sigma_max"] == 4
+    assert loaded.stack.names == ["basic", "texture"]
+    assert loaded.stack.settings["texture"]["lbp_window"] == 15
+    assert loaded.stack.settings["basic"]["sigma_max"] == 4
     assert loaded.classifier == "lightgbm"
     assert loaded.classifier_params["n_estimators"] == 12
     np.testing.assert_array_equal(loaded.predict_proba(img), model.predict_proba(img))
@@ -130,12 +130,12 @@ def test_combined_plugin_features_save_load_and_predict_identically(tmp_path):
 
 @needs_examples
 def test_model_file_records_which_plugin_made_each_part(tmp_path):
-    from segdash.persist import model_document
+
 
     img, _ = two_texture_image(64)
     model = segdash.fit(img, scribbles(64), features=["basic", "texture"],
                         classifier="lightgbm")
-    doc = model_document(model)
+    doc = model.document()
     assert [(f["name"], f["distribution"], f["version"]) for f in doc["features"]] == [
         ("basic", "segdash", segdash.__version__),
         ("texture", "segdash-texture", im.version("segdash-texture")),
@@ -183,7 +183,7 @@ TOY_FEATURES = """
     import numpy as np
     import param
     from scipy import ndimage as ndi
-    from segdash.features import FeatureExtractor
+    from segdash.contract import FeatureExtractor
 
 
     class Toy(FeatureExtractor):
@@ -224,7 +224,7 @@ LOAD = """
         rng = np.random.default_rng(0)
         img = (rng.random((40, 40)) * 255).astype(np.uint8)
         same = bool(np.array_equal(model.predict_proba(img), np.load({pred!r})))
-        print(json.dumps({{"same": same, "settings": model.features.settings}}))
+        print(json.dumps({{"same": same, "settings": model.stack.settings}}))
 """
 
 
@@ -258,7 +258,7 @@ BROKEN_MODULES = {
     """,
     "segdash_broken_example/wrong_shape.py": """
         import numpy as np
-        from segdash.features import FeatureExtractor
+        from segdash.contract import FeatureExtractor
 
 
         class WrongShape(FeatureExtractor):
@@ -368,11 +368,11 @@ def test_report_lists_every_entry_with_distribution_and_version():
 def test_report_shows_name_clashes_as_warnings():
     eps = [im.EntryPoint("dup", "tests.test_registry:GoodFeatures", "segdash.features"),
            im.EntryPoint("dup", "tests.test_registry:WrongShapeFeatures", "segdash.features")]
-    from segdash.registry import _validate_classifier, _validate_feature_extractor
+    from segdash.contract import validate_classifier, validate_feature_extractor
 
-    features = Registry("segdash.features", "feature extractor", _validate_feature_extractor,
+    features = Registry("segdash.features", "feature extractor", validate_feature_extractor,
                         discover=lambda: eps)
-    classifiers = Registry("segdash.classifiers", "classifier", _validate_classifier,
+    classifiers = Registry("segdash.classifiers", "classifier", validate_classifier,
                            discover=lambda: [])
     report = collect(features, classifiers)
     assert any("declared more than once" in w for w in report.warnings)
@@ -386,7 +386,7 @@ def test_report_shows_name_clashes_as_warnings():
 
 @needs_examples
 def test_tiled_apply_with_plugin_features_and_classifier_equals_whole_image_prediction():
-    from segdash.batch import apply, batch_model
+    from segdash.tiling import apply
 
     img, _ = two_texture_image(128)
     labels = scribbles(128)
@@ -394,7 +394,7 @@ def test_tiled_apply_with_plugin_features_and_classifier_equals_whole_image_pred
                         feature_params={"basic": {"sigma_max": 4},
                                         "texture": {"sigma_max": 4, "lbp_window": 15}},
                         classifier="lightgbm")
-    assert batch_model(model).estimator.n_jobs == 1  # one tile per core, no oversubscription
+    assert model.single_threaded().estimator.n_jobs == 1  # one tile per core, no oversubscription
     big = np.tile(img, (2, 2))
     tile = max(2 * model.halo, 64)
     tiled = apply(model, big, tile=tile, proba=True)

@@ -7,9 +7,9 @@ import param
 import pytest
 
 import segdash
+from segdash.contract import FeatureExtractor, validate_feature_extractor
 from segdash.errors import PluginLoadError, UnknownNameError
-from segdash.features import FeatureExtractor
-from segdash.registry import Registry, _validate_feature_extractor
+from segdash.registry import Registry
 
 
 class GoodFeatures(FeatureExtractor):
@@ -50,7 +50,7 @@ def plugin_dir(tmp_path, monkeypatch):
 
 
 def make_registry(eps):
-    return Registry("segdash.features", "feature extractor", _validate_feature_extractor,
+    return Registry("segdash.features", "feature extractor", validate_feature_extractor,
                     discover=lambda: eps)
 
 
@@ -164,11 +164,11 @@ def test_registered_extractor_is_usable_by_fit(two_texture):
 
 
 def test_classifier_without_predict_proba_is_refused():
-    from segdash.registry import _validate_classifier
+    from segdash.contract import validate_classifier
 
     class NoProba(param.Parameterized):
         def build(self):
             return object()
 
     with pytest.raises(PluginLoadError, match="fit, predict_proba"):
-        _validate_classifier(NoProba)
+        validate_classifier(NoProba)

@@ -129,13 +129,13 @@ def test_superseded_training_does_not_publish():
     seg.add_stroke([2, 30], [2, 2], 1)
     seg.add_stroke([2, 30], [29, 29], 2)
 
-    original = seg.compute_features
+    original = seg.feature_codes
 
     def slow_features():
         feats = original()
         seg.add_stroke([2, 30], [15, 15], 1)  # a newer change arrives meanwhile
         return feats
 
-    seg.compute_features = slow_features
+    seg.feature_codes = slow_features
     assert seg.train() is None
     assert seg.segmentation is None

@@ -8,8 +8,7 @@ import pytest
 from scipy import ndimage as ndi
 
 import segdash
-from segdash.classifiers import Classifier
-from segdash.features import FeatureExtractor
+from segdash.contract import Classifier, FeatureExtractor
 from segdash.testing import (
     CheckFailed,
     check_classifier,

@@ -6,7 +6,7 @@ image (edges) and the two eigenvalues of its Hessian (texture).
 
 The filters are compiled (numba) and run on all cores; large scales are smoothed by a
 cascade of dilated kernels whose cost does not grow with sigma (see
-:mod:`segdash.features._kernels`). Each pixel's features are computed with the same float32
+:mod:`segdash.filters`). Each pixel's features are computed with the same float32
 operations wherever it lies, so features of a crop equal the crop of the features, exactly,
 ``halo`` pixels away from the crop's border.
 """
@@ -18,12 +18,11 @@ import math
 import numpy as np
 import param
 
-from . import _kernels
-from ._kernels import LINEAR, ROOT, SIGNED_ROOT, Quantizer, smoothing_plan
-from .base import FeatureExtractor
+from ..codes import LINEAR, ROOT, SIGNED_ROOT, Quantizer
+from ..contract import FeatureExtractor
+from ..filters import Step, smooth_all, smoothing_plan
+from .basic_kernels import write_feature_rows
 
-#: Gaussian kernels are cut at this many sigmas (scipy's default).
-TRUNCATE = _kernels.TRUNCATE
 #: Two nested central differences (Hessian) reach this far beyond the smoothing.
 _DERIVATIVE_REACH = 2
 
@@ -50,11 +49,6 @@ def sigmas(sigma_min: float, sigma_max: float, num_sigma: int | None = None) -> 
     return np.logspace(math.log2(sigma_min), math.log2(sigma_max), num=max(num_sigma, 1), base=2)
 
 
-def gaussian_radius(sigma: float) -> int:
-    """Half-width in pixels of the Gaussian kernel scipy uses for ``sigma``."""
-    return int(TRUNCATE * float(sigma) + 0.5)
-
-
 class BasicFeatures(FeatureExtractor):
     """Multiscale intensity, edge and Hessian-texture features, per channel.
 
@@ -76,7 +70,11 @@ class BasicFeatures(FeatureExtractor):
     def sigmas(self) -> np.ndarray:
         return sigmas(self.sigma_min, self.sigma_max, self.num_sigma)
 
-    def _plan(self) -> list[_kernels.Step]:
+    #: Codes are written straight from the smoothed scales of one channel at a time: one
+    #: byte per feature plus about as much for the smoothed scales.
+    code_bytes = 2
+
+    def _plan(self) -> list[Step]:
         return smoothing_plan([float(s) for s in self.sigmas])
 
     @property
@@ -111,7 +109,7 @@ class BasicFeatures(FeatureExtractor):
         # Mirror padding (scipy's "reflect") by the halo: every output pixel then depends
         # only on pixels within `halo`, so a tile's features equal the tile of the features.
         padded = np.pad(chan, pad, mode="symmetric")
-        _kernels.smooth_all(padded, steps, out, pad)
+        smooth_all(padded, steps, out, pad)
 
     def compute(self, image: np.ndarray) -> np.ndarray:
         return self._run(image, None)
@@ -143,7 +141,7 @@ class BasicFeatures(FeatureExtractor):
         smooth = np.empty((ns, *shape), np.float32)
         for c in range(n_ch):
             self._smooth_channel(image[:, :, c], pad, steps, smooth)
-            _kernels.emit(smooth, pad, h, w, flags, out, c * ns * nf, quantizer)
+            write_feature_rows(smooth, pad, h, w, flags, out, c * ns * nf, quantizer)
         return out
 
     # -- quantization ------------------------------------------------------------------

@@ -4,7 +4,7 @@ The image is scikit-image's astronaut tiled 2x2; three classes are painted as th
 horizontal and vertical strokes (by brightness tercile), about 3 % of the pixels, capped by
 segdash at its per-class training maximum. Features are ``basic`` with default settings, as
 uint8 codes (what ``segdash.fit`` and the dashboard train on). Fit = ``SegmentationModel.train``
-on the codes; predict = ``predict_proba_features`` on all 1 M pixels. Median of ``--repeat``
+on the codes; predict = ``predict_proba_codes`` on all 1 M pixels. Median of ``--repeat``
 runs.
 
 Run from the repository root::
@@ -22,8 +22,8 @@ import numpy as np
 from skimage import data
 
 import segdash
-from segdash.core import training_pixels
-from segdash.features import FeatureStack
+from segdash.model import training_pixels
+from segdash.stack import FeatureStack
 
 CANDIDATES = [
     ("random_forest", {}),
@@ -60,11 +60,11 @@ def main() -> None:
         fits, preds = [], []
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            model = segdash.SegmentationModel.train(codes, labels, stack, name, params,
-                                                    n_channels=3, quantizer=quantizer)
+            model = segdash.SegmentationModel.train(codes, labels, stack, quantizer, name,
+                                                    params, n_channels=3)
             fits.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            model.predict_proba_features(codes)
+            model.predict_proba_codes(codes)
             preds.append(time.perf_counter() - t0)
         print(f"| {name} | {params or 'defaults'} | {np.median(fits):.2f} | "
               f"{np.median(preds):.2f} |", flush=True)

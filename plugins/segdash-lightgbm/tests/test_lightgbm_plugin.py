@@ -12,7 +12,6 @@ from segdash_lightgbm import LightGBM
 
 import segdash
 from segdash.errors import ModelFileError
-from segdash.persist import model_document
 from segdash.testing import check_classifier
 
 
@@ -93,10 +92,10 @@ def test_saved_model_loads_and_predicts_identically(tmp_path):
 def test_model_file_with_an_extra_untrusted_type_is_still_refused(tmp_path):
     image, _truth, labels = two_textures(64)
     model = segdash.fit(image, labels, classifier="lightgbm")
-    doc = model_document(model)
+    doc = model.document()
     doc["extra"] = np.random.default_rng(0).bit_generator  # PCG64: not trusted by anyone
     with pytest.raises(ModelFileError, match="does not trust"):
-        segdash.persist.model_from_bytes(sio.dumps(doc))
+        segdash.model.model_from_bytes(sio.dumps(doc))
 
 
 def test_accuracy_is_close_to_the_random_forest():

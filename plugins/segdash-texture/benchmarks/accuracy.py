@@ -27,7 +27,8 @@ from skimage import data, exposure
 
 import segdash
 from segdash.classes import colorize, default_class
-from segdash.features import FeatureStack
+from segdash.contract import image_channels
+from segdash.stack import FeatureStack
 
 HERE = Path(__file__).resolve().parent
 SIZE = 512
@@ -121,9 +122,9 @@ def run(seeds: int, classifiers: list[str]) -> tuple[str, dict]:
                 # What segdash.fit and the dashboard do: train on the uint8 feature codes.
                 codes, quantizer = stack.codes(image)
                 for clf in classifiers:
-                    model = segdash.SegmentationModel.train(codes, labels, stack, clf,
-                                                            quantizer=quantizer)
-                    pred = model.labels_from_proba(model.predict_proba_features(codes))
+                    model = segdash.SegmentationModel.train(codes, labels, stack, quantizer, clf,
+                                                            n_channels=image_channels(image))
+                    pred = model.labels_from_proba(model.predict_proba_codes(codes))
                     acc = float(np.mean(pred[unlabelled] == truth[unlabelled]))
                     rows.setdefault((scenario, set_name, clf), []).append(acc)
                     if seed == 0 and clf == classifiers[0] and len(names) == 4:

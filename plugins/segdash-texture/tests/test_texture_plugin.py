@@ -186,11 +186,11 @@ def test_combined_with_basic_in_a_saved_model(tmp_path):
     model = segdash.fit(img, labels, features=["basic", "texture"], feature_params=params)
     # The features' reach is the larger of the two (the model's halo may add the
     # classifier's own, e.g. probability smoothing).
-    assert model.features.halo == max(
+    assert model.stack.halo == max(
         segdash.registry.features.get("basic")(sigma_max=2).halo,
         TextureFeatures(sigma_max=2, lbp_window=9).halo)
-    assert model.halo >= model.features.halo
+    assert model.halo >= model.stack.halo
     model.save(tmp_path / "m.skops")
     loaded = segdash.load_model(tmp_path / "m.skops")
-    assert loaded.features.settings == model.features.settings
+    assert loaded.stack.settings == model.stack.settings
     np.testing.assert_array_equal(loaded.predict_proba(img), model.predict_proba(img))

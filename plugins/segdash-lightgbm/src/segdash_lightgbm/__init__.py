@@ -17,7 +17,7 @@ from typing import Any
 
 import param
 
-from segdash.classifiers import Classifier
+from segdash.contract import Classifier
 
 __all__ = ["LightGBM", "__version__"]
 

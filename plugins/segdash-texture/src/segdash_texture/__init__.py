@@ -35,7 +35,7 @@ import numpy as np
 import param
 from scipy import ndimage as ndi
 
-from segdash.features import FeatureExtractor
+from segdash.contract import FeatureExtractor
 
 __all__ = ["TextureFeatures", "__version__"]
 
@@ -156,7 +156,7 @@ class TextureFeatures(FeatureExtractor):
         Parameters
         ----------
         image : numpy.ndarray
-            ``(H, W, C)`` float32 (see :func:`segdash.features.prepare_image`).
+            ``(H, W, C)`` float32 (see :func:`segdash.contract.prepare_image`).
 
         Returns
         -------

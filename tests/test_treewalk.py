@@ -8,13 +8,8 @@ from sklearn.ensemble import (
 from sklearn.linear_model import LogisticRegression
 
 import segdash
-from segdash.classifiers import (
-    GradientBoosting,
-    RandomForest,
-    compile_trees,
-    predict_proba_codes,
-    supports_codes,
-)
+from segdash.classifiers import GradientBoosting, RandomForest
+from segdash.treewalk import compile_trees, predict_proba_codes, supports_codes
 
 
 def _codes_problem(n_classes, n=3000, n_features=20, seed=0):
@@ -125,7 +120,7 @@ def test_session_caches_codes_and_matches_the_library_path(two_texture):
     seg.set_strokes([segdash.Stroke((10, 100), (10, 10), 1, 3),
                      segdash.Stroke((50, 70), (64, 64), 2, 3)])
     model = seg.train()
-    cached = seg.compute_features()
+    cached = seg.feature_codes()
     assert cached.dtype == np.uint8 and cached.shape[:2] == img.shape
     np.testing.assert_array_equal(model.predict_proba(img), seg.probabilities)
     lib = segdash.fit(img, seg.labels)
@@ -136,7 +131,7 @@ def test_session_caches_codes_and_matches_the_library_path(two_texture):
 def test_estimators_without_a_compiled_walk_are_predicted_in_chunks(monkeypatch):
     from sklearn.linear_model import LogisticRegression
 
-    from segdash import classifiers
+    from segdash import treewalk
 
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 256, (50, 4), dtype=np.uint8)
@@ -144,8 +139,8 @@ def test_estimators_without_a_compiled_walk_are_predicted_in_chunks(monkeypatch)
     calls = []
     original = est.predict_proba
     monkeypatch.setattr(est, "predict_proba", lambda x: calls.append(len(x)) or original(x))
-    monkeypatch.setattr(classifiers, "_FOREIGN_CHUNK", 16)
-    out = classifiers.predict_proba_codes(est, codes)
+    monkeypatch.setattr(treewalk, "_FOREIGN_CHUNK", 16)
+    out = treewalk.predict_proba_codes(est, codes)
     assert calls == [16, 16, 16, 2]
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, original(codes.astype(np.float32)), rtol=1e-6)

@@ -1,37 +1,40 @@
-"""Training on painted pixels and labelling every pixel: :func:`fit` and
-:class:`SegmentationModel`. Pure numpy and scikit-learn; no dashboard imports."""
+"""Training on painted pixels and labelling every pixel: :func:`fit`,
+:class:`SegmentationModel` and loading model files. Pure numpy and scikit-learn."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import registry
+from . import modelfile, registry
 from ._version import __version__
 from .classes import ClassInfo, default_class
+from .codes import Quantizer
+from .contract import hook, image_channels, settings_of
 from .errors import ImageError
-from .features import FeatureStack, Quantizer, n_channels, settings_of
+from .postprocess import labels_and_uncertainty, smooth_probabilities, smoothing_halo
+from .stack import FeatureStack
+from .treewalk import predict_proba_codes
 
 #: Training pixels kept per class (a random subset beyond this): painting more keeps
 #: retraining fast while adding nothing a forest needs.
 MAX_TRAIN_PIXELS_PER_CLASS = 6_000
-#: Pixels predicted per call, bounding the classifier's temporary memory.
-PREDICT_CHUNK = 262_144
 
 
 def training_pixels(
-    features: np.ndarray, labels: np.ndarray, max_per_class: int = MAX_TRAIN_PIXELS_PER_CLASS,
+    codes: np.ndarray, labels: np.ndarray, max_per_class: int = MAX_TRAIN_PIXELS_PER_CLASS,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Feature rows and class ids of the painted pixels.
 
     Parameters
     ----------
-    features : numpy.ndarray
-        ``(H, W, F)`` features.
+    codes : numpy.ndarray
+        ``(H, W, F)`` feature codes (or features).
     labels : numpy.ndarray
         ``(H, W)`` integer class ids, 0 = unlabelled.
     max_per_class : int
@@ -40,7 +43,7 @@ def training_pixels(
     Returns
     -------
     X : numpy.ndarray
-        ``(N, F)`` float32.
+        ``(N, F)``, of ``codes``' dtype.
     y : numpy.ndarray
         ``(N,)`` class ids.
     """
@@ -55,7 +58,7 @@ def training_pixels(
                 members = np.sort(rng.choice(members, max_per_class, replace=False))
             keep.append(members)
         idx = np.concatenate(keep) if keep else idx
-    return features.reshape(-1, features.shape[-1])[idx], flat[idx]
+    return codes.reshape(-1, codes.shape[-1])[idx], flat[idx]
 
 
 def check_labels(image_shape: Sequence[int], labels: Any) -> np.ndarray:
@@ -93,14 +96,14 @@ def check_labels(image_shape: Sequence[int], labels: Any) -> np.ndarray:
 class SegmentationModel:
     """A trained pixel classifier with everything needed to reproduce its features.
 
-    Build one with :func:`fit` (or :meth:`train` on precomputed features); save it with
-    :meth:`save`, load it with :func:`segdash.load_model`.
+    Build one with :func:`fit` (or :meth:`train` on precomputed feature codes); save it with
+    :meth:`save`, load it with :func:`load_model`.
 
     Attributes
     ----------
     estimator : object
-        The fitted scikit-learn-compatible estimator.
-    features : FeatureStack
+        The fitted scikit-learn-compatible estimator, trained on feature codes.
+    stack : FeatureStack
         Feature extractors and their settings.
     classifier : str
         Registry name of the classifier entry; ``classifier_params`` its settings.
@@ -108,56 +111,57 @@ class SegmentationModel:
         Channels of the images the model applies to.
     classes : list of ClassInfo
         Id, name and colour of each class, in ``classes_`` order.
-    quantizer : Quantizer or None
-        How features become the uint8 codes the estimator was trained on (None: it was
-        trained on float32 features, as models saved before codes existed).
+    quantizer : Quantizer
+        How features become the uint8 codes the estimator was trained on.
     """
 
     def __init__(
         self,
         estimator: Any,
-        features: FeatureStack,
+        stack: FeatureStack,
         classifier: str,
         classifier_params: Mapping[str, Any],
         n_channels: int,
         classes: Sequence[ClassInfo],
+        quantizer: Quantizer,
         meta: Mapping[str, Any] | None = None,
-        quantizer: Quantizer | None = None,
     ) -> None:
         self.estimator = estimator
-        self.quantizer = quantizer
-        self.features = features
+        self.stack = stack
         self.classifier = classifier
         self.classifier_params = dict(classifier_params)
         self.n_channels = int(n_channels)
         self.classes = list(classes)
+        self.quantizer = quantizer
         self.meta = dict(meta or {"segdash_version": __version__})
+        self._smoothing: float | None = None
 
     # -- construction ------------------------------------------------------------------
 
     @classmethod
     def train(
         cls,
-        features: np.ndarray,
+        codes: np.ndarray,
         labels: np.ndarray,
         stack: FeatureStack,
+        quantizer: Quantizer,
         classifier: str = "random_forest",
         classifier_params: Mapping[str, Any] | None = None,
         n_channels: int = 1,
         classes: Sequence[ClassInfo] | None = None,
-        quantizer: Quantizer | None = None,
     ) -> SegmentationModel:
-        """Fit on precomputed features (the path the interactive session uses).
+        """Fit on precomputed feature codes (the path the interactive session uses).
 
         Parameters
         ----------
-        features : numpy.ndarray
-            ``(H, W, F)`` output of ``stack`` on the image: float32 features, or uint8 codes
-            made by ``quantizer`` (see :meth:`FeatureStack.codes`).
+        codes : numpy.ndarray
+            ``(H, W, F)`` uint8 codes of the image, ``stack.codes(image)``.
         labels : numpy.ndarray
             ``(H, W)`` class ids, 0 = unlabelled; at least two classes painted.
         stack : FeatureStack
-            The extractors that made ``features``.
+            The extractors that made the codes.
+        quantizer : Quantizer
+            The quantizer that made them.
         classifier : str
             Registered classifier name.
         classifier_params : mapping, optional
@@ -166,13 +170,10 @@ class SegmentationModel:
             Channels of the image.
         classes : sequence of ClassInfo, optional
             Names and colours; default names and colours for ids not given.
-        quantizer : Quantizer, optional
-            With float features, the estimator is trained on their codes; required with
-            uint8 codes. None with float features: trained on the features themselves.
         """
-        labels = check_labels(features.shape, labels)
-        if features.dtype == np.uint8 and quantizer is None:
-            raise ValueError("uint8 feature codes need the quantizer that made them")
+        labels = check_labels(codes.shape, labels)
+        if codes.dtype != np.uint8:
+            raise ValueError(f"train takes uint8 feature codes, got {codes.dtype}")
         entry = registry.classifiers.get(classifier)
         params = dict(classifier_params or {})
         unknown = set(params) - (set(entry.param) - {"name"})
@@ -182,11 +183,9 @@ class SegmentationModel:
                 f"are {sorted(set(entry.param) - {'name'})}"
             )
         settings = entry(**params)
-        X, y = training_pixels(features, labels)
-        if quantizer is not None and X.dtype != np.uint8:
-            X = quantizer(X)
+        X, y = training_pixels(codes, labels)
         estimator = settings.build()
-        threads = getattr(settings, "fit_threads", None)
+        threads = hook(settings, "fit_threads")
         if threads:
             from threadpoolctl import threadpool_limits
 
@@ -198,7 +197,7 @@ class SegmentationModel:
         ids = [int(i) for i in estimator.classes_]
         infos = [given.get(i) or default_class(i) for i in ids]
         return cls(estimator, stack, classifier, settings_of(settings), n_channels, infos,
-                   quantizer=quantizer)
+                   quantizer)
 
     # -- attributes --------------------------------------------------------------------
 
@@ -209,31 +208,38 @@ class SegmentationModel:
 
     @property
     def feature_names(self) -> list[str]:
-        return self.features.feature_names(self.n_channels)
+        return self.stack.feature_names(self.n_channels)
 
     @property
     def smoothing(self) -> float:
         """Sigma (pixels) of the Gaussian smoothing of the probabilities: the classifier
-        entry's ``smoothing`` setting, 0 when it has none."""
-        return float(self.classifier_params.get("smoothing") or 0.0)
+        entry's ``smoothing`` hook with the model's settings."""
+        if self._smoothing is None:
+            settings = registry.classifiers.get(self.classifier)(**self.classifier_params)
+            self._smoothing = float(hook(settings, "smoothing") or 0.0)
+        return self._smoothing
 
     @property
     def halo(self) -> int:
         """Pixels of context on each side a prediction depends on (for tiling)."""
-        from .features.basic import gaussian_radius
-
-        smoothing = self.smoothing
-        return self.features.halo + (gaussian_radius(smoothing) if smoothing > 0 else 0)
+        return self.stack.halo + smoothing_halo(self.smoothing)
 
     @property
     def label_dtype(self) -> np.dtype:
+        """uint8 when every class id fits, else uint16."""
         return np.dtype(np.uint8 if self.classes_.max() <= 255 else np.uint16)
+
+    @property
+    def code_bytes(self) -> int:
+        """Bytes per feature and pixel a prediction needs at its peak (for tile sizes)."""
+        return self.stack.code_bytes
 
     # -- prediction --------------------------------------------------------------------
 
     def check_image(self, image: Any) -> None:
-        """Raise :class:`ImageError` (a ValueError) if ``image`` has another channel count."""
-        c = n_channels(image)
+        """Raise :class:`ImageError` (a ValueError) unless ``image`` is an image with the
+        model's channel count."""
+        c = image_channels(image)
         if c != self.n_channels:
             raise ImageError(
                 f"this model was trained on images with {self.n_channels} channel(s); the "
@@ -241,53 +247,23 @@ class SegmentationModel:
                 "kind or train a new model"
             )
 
-    def compute_features(self, image: Any) -> np.ndarray:
-        """``(H, W, F)`` float32 features of ``image`` as the model sees them."""
+    def feature_codes(self, image: Any) -> np.ndarray:
+        """``(H, W, F)`` uint8 feature codes of ``image`` as the model sees them."""
         self.check_image(image)
-        return self.features(image)
+        return self.stack.codes(image, self.quantizer)[0]
 
-    def compute_codes(self, image: Any) -> np.ndarray:
-        """``(H, W, F)`` uint8 feature codes of ``image`` (models with a quantizer)."""
-        self.check_image(image)
-        if self.quantizer is None:
-            raise ValueError("this model was trained on float features, not codes")
-        return self.features.codes(image, self.quantizer)[0]
+    def predict_proba_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Class probabilities from precomputed ``(H, W, F)`` uint8 codes, ``(H, W, K)``
+        float32.
 
-    def predict_proba_features(self, features: np.ndarray) -> np.ndarray:
-        """Class probabilities from precomputed ``(H, W, F)`` features, ``(H, W, K)`` float32.
-
-        ``features`` are float32 features, or uint8 codes for a model with a quantizer.
         With a :attr:`smoothing` sigma, each class's probability is then smoothed over the
         image (mirrored at its border), which keeps them summing to one.
         """
-        proba = self._predict_proba_features(features)
-        if self.smoothing > 0:
-            from .features._kernels import smooth_channels
-
-            proba = smooth_channels(proba, self.smoothing)
-        return proba
-
-    def _predict_proba_features(self, features: np.ndarray) -> np.ndarray:
-        from .classifiers import predict_proba_codes
-
-        h, w, f = features.shape
-        flat = features.reshape(-1, f)
-        codes = self.quantizer is not None
-        if codes and flat.dtype != np.uint8:
-            flat = self.quantizer(flat)
-        elif not codes and flat.dtype == np.uint8:
-            raise ValueError("this model was trained on float features; got uint8 codes")
-        if codes:
-            return predict_proba_codes(self.estimator, flat).reshape(h, w, -1)
-        out = np.empty((flat.shape[0], len(self.classes_)), dtype=np.float32)
-        for start in range(0, flat.shape[0], PREDICT_CHUNK):
-            stop = start + PREDICT_CHUNK
-            out[start:stop] = self.estimator.predict_proba(flat[start:stop])
-        return out.reshape(h, w, -1)
-
-    def labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
-        """``(H, W)`` class ids of the most probable class in ``(H, W, K)`` probabilities."""
-        return self.labels_and_uncertainty(proba)[0]
+        if codes.dtype != np.uint8:
+            raise ValueError(f"predict_proba_codes takes uint8 feature codes, got {codes.dtype}")
+        h, w, f = codes.shape
+        proba = predict_proba_codes(self.estimator, codes.reshape(-1, f)).reshape(h, w, -1)
+        return smooth_probabilities(proba, self.smoothing)
 
     def labels_and_uncertainty(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class ids of the most probable class and ``1 - max probability``, in one pass.
@@ -299,10 +275,11 @@ class SegmentationModel:
         uncertainty : numpy.ndarray
             ``(H, W)`` float32.
         """
-        from .features._kernels import argmax_uncertainty
+        return labels_and_uncertainty(proba, self.classes_.astype(self.label_dtype))
 
-        index, uncertainty = argmax_uncertainty(proba)
-        return self.classes_.astype(self.label_dtype)[index], uncertainty
+    def labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
+        """``(H, W)`` class ids of the most probable class in ``(H, W, K)`` probabilities."""
+        return self.labels_and_uncertainty(proba)[0]
 
     def predict_proba(self, image: Any) -> np.ndarray:
         """Per-pixel class probabilities.
@@ -317,33 +294,79 @@ class SegmentationModel:
         numpy.ndarray
             ``(H, W, K)`` float32, last axis in :attr:`classes_` order.
         """
-        if self.quantizer is not None:
-            return self.predict_proba_features(self.compute_codes(image))
-        return self.predict_proba_features(self.compute_features(image))
+        return self.predict_proba_codes(self.feature_codes(image))
 
     def predict(self, image: Any) -> np.ndarray:
         """Per-pixel class ids, ``(H, W)`` uint8 (uint16 when an id exceeds 255)."""
         return self.labels_from_proba(self.predict_proba(image))
 
-    # -- persistence -------------------------------------------------------------------
+    def single_threaded(self) -> SegmentationModel:
+        """This model with a single-threaded estimator, for callers that already run one
+        task per core (tiles): an estimator spreading every prediction over all cores
+        (``n_jobs=-1``) would oversubscribe them. Shallow: the fitted trees are shared."""
+        est = self.estimator
+        if getattr(est, "n_jobs", 1) in (1, None):
+            return self
+        est = copy.copy(est)
+        est.n_jobs = 1
+        out = copy.copy(self)
+        out.estimator = est
+        return out
 
-    def save(self, path: str | Path) -> None:
-        """Write the model to ``path`` with skops (no pickle); see :func:`segdash.load_model`."""
-        from .persist import save_model
+    # -- model files -------------------------------------------------------------------
 
-        save_model(self, path)
+    def document(self) -> dict[str, Any]:
+        """The dictionary the model file holds (see :func:`segdash.modelfile.document`)."""
+        return modelfile.document(self.estimator, self.stack, self.classifier,
+                                  self.classifier_params, self.n_channels, self.classes,
+                                  self.quantizer)
 
     def to_bytes(self) -> bytes:
         """The model file's content, as :meth:`save` writes it."""
-        from .persist import model_to_bytes
+        return modelfile.dumps(self.document())
 
-        return model_to_bytes(self)
+    def save(self, path: str | Path) -> None:
+        """Write the model to ``path`` with skops (no pickle); see :func:`load_model`."""
+        Path(path).write_bytes(self.to_bytes())
 
     def __repr__(self) -> str:
         return (
-            f"SegmentationModel(features={self.features.names}, classifier={self.classifier!r}, "
+            f"SegmentationModel(features={self.stack.names}, classifier={self.classifier!r}, "
             f"classes={self.classes_.tolist()}, n_channels={self.n_channels})"
         )
+
+
+def model_from_bytes(data: bytes) -> SegmentationModel:
+    """Load a model from the bytes of a model file, executing nothing in it.
+
+    Raises
+    ------
+    ModelFileError
+        Not a skops archive (pickle/joblib included), damaged, holding untrusted types, or
+        not a segdash model; MissingPluginError when it needs a plugin not installed.
+    """
+    return SegmentationModel(**modelfile.loads(data))
+
+
+def load_model(path: str | Path) -> SegmentationModel:
+    """Load a model file written by :meth:`SegmentationModel.save`.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.skops`` model file.
+
+    Returns
+    -------
+    SegmentationModel
+
+    Raises
+    ------
+    ModelFileError
+        Refused or damaged file; MissingPluginError when a plugin the model needs is not
+        installed.
+    """
+    return SegmentationModel(**modelfile.read(path))
 
 
 def fit(
@@ -385,16 +408,11 @@ def fit(
         feature extractor or classifier name (listing the available ones), unknown settings.
     """
     image = np.asarray(image)
-    if image.ndim not in (2, 3):
-        raise ImageError(
-            f"an image must be (height, width) or (height, width, channels); got {image.shape}"
-        )
+    channels = image_channels(image)
     labels = check_labels(image.shape, labels)
     stack = FeatureStack(features, feature_params)
     # Validate the classifier name before the (slow) features.
     registry.classifiers.get(classifier)
     codes, quantizer = stack.codes(image)
-    return SegmentationModel.train(
-        codes, labels, stack, classifier, classifier_params, n_channels(image), classes,
-        quantizer=quantizer,
-    )
+    return SegmentationModel.train(codes, labels, stack, quantizer, classifier,
+                                   classifier_params, channels, classes)

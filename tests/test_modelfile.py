@@ -9,7 +9,6 @@ import skops.io as sio
 
 import segdash
 from segdash.errors import MissingPluginError, ModelFileError
-from segdash.persist import model_document
 
 
 @pytest.fixture
@@ -33,7 +32,7 @@ def test_saved_model_predicts_identically(two_texture, tmp_path, classifier):
 def test_saved_model_keeps_metadata(model, tmp_path):
     model.save(tmp_path / "m.skops")
     loaded = segdash.load_model(tmp_path / "m.skops")
-    assert loaded.features.settings["basic"]["sigma_max"] == 8
+    assert loaded.stack.settings["basic"]["sigma_max"] == 8
     assert [(c.id, c.name, c.color) for c in loaded.classes] == [
         (1, "matrix", "#112233"), (2, "grain", "#aabbcc")]
     assert loaded.n_channels == 1
@@ -77,7 +76,7 @@ def test_joblib_file_is_refused(tmp_path, model):
 
 
 def test_skops_file_with_an_untrusted_type_is_refused(tmp_path, model):
-    doc = model_document(model)
+    doc = model.document()
     doc["extra"] = _Evil(str(tmp_path / "pwned"))
     path = tmp_path / "evil.skops"
     sio.dump(doc, path)
@@ -117,7 +116,7 @@ def test_truncated_file_is_refused(tmp_path, model):
 
 
 def _rewrite(model, tmp_path, **changes):
-    doc = model_document(model)
+    doc = model.document()
     for key, value in changes.items():
         doc[key] = value
     path = tmp_path / "changed.skops"
@@ -151,7 +150,7 @@ def test_inconsistent_feature_count_is_refused(tmp_path, model):
 
 
 def test_model_bytes_round_trip(model):
-    from segdash.persist import model_from_bytes
+    from segdash.model import model_from_bytes
 
     loaded = model_from_bytes(model.to_bytes())
     assert loaded.classes_.tolist() == [1, 2]

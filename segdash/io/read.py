@@ -1,8 +1,10 @@
-"""Reading images safely and writing label images.
+"""Reading images safely into memory.
 
 Images are read from bytes or paths, recognised by their content (not their name), with a
 pixel limit checked from the header before any pixel is decoded. PNG and JPEG go through
-Pillow restricted to those formats; TIFF through tifffile (16-bit, float, multi-channel).
+Pillow restricted to those formats; TIFF through tifffile (16-bit, float, multi-channel),
+its axes interpreted by :class:`TiffLayout` (also used by the lazy readers of
+:mod:`segdash.io.sources`).
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from .errors import ImageError
+from ..contract import drop_alpha, image_channels
+from ..errors import ImageError
 
 #: Largest image read into memory, in pixels (height x width). Larger slides go through
 #: the tiled batch path.
@@ -102,21 +106,106 @@ def _read_pil(data: bytes, name: str, fmt: str, max_pixels: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def tiff_to_yxc(arr: np.ndarray, axes: str) -> np.ndarray:
-    """Reorder one TIFF plane to ``(H, W)`` or ``(H, W, C)`` from tifffile's axes string.
+#: Axes of one TIFF plane: rows, columns, samples (RGB) and channels.
+_PLANE_AXES = "YXSC"
 
-    Samples (``S``) or channels (``C``) become the last axis; any other leading axis
-    (time, depth, pages) must already have been indexed away.
+
+@dataclass(frozen=True)
+class TiffLayout:
+    """How a TIFF series' axes (tifffile's ``series.axes``) map to planes of ``(H, W, C)``.
+
+    Samples (``S``) and channels (``C``) become the channel axis; every other axis (time,
+    depth, pages, ...) counts planes. The one place segdash interprets TIFF axes.
+
+    Attributes
+    ----------
+    axes : str
+        Upper-case axes of the series, e.g. ``"TZCYX"``.
+    shape : tuple of int
+        Size of each axis.
     """
-    axes = axes.upper()
-    keep = [a for a in axes if a in "YXSC"]
-    if len(keep) != len(axes):
-        raise ImageError(f"TIFF plane has unexpected axes {axes!r}")
-    order = [axes.index("Y"), axes.index("X")] + [axes.index(a) for a in axes if a in "SC"]
-    out = np.transpose(arr, order)
-    if out.ndim == 4:  # both S and C: fold into one channel axis
-        out = out.reshape(out.shape[0], out.shape[1], -1)
-    return out
+
+    axes: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, axes: str, shape: tuple[int, ...], name: str) -> TiffLayout:
+        """Check and build a layout; ``name`` names the file in errors.
+
+        Raises
+        ------
+        ImageError
+            No Y or X axis, or an empty axis.
+        """
+        axes = axes.upper()
+        shape = tuple(int(n) for n in shape)
+        if "Y" not in axes or "X" not in axes:
+            raise ImageError(f"{name}: TIFF without image axes ({axes})")
+        if min(shape) < 1:
+            raise ImageError(f"{name}: empty TIFF (shape {shape})")
+        return cls(axes, shape)
+
+    def _size(self, axis: str) -> int:
+        return self.shape[self.axes.index(axis)]
+
+    @property
+    def height(self) -> int:
+        return self._size("Y")
+
+    @property
+    def width(self) -> int:
+        return self._size("X")
+
+    @property
+    def channels(self) -> int:
+        return int(np.prod([n for a, n in zip(self.axes, self.shape, strict=True)
+                            if a in "SC"]))
+
+    @property
+    def plane_axes(self) -> str:
+        return "".join(a for a in self.axes if a in _PLANE_AXES)
+
+    @property
+    def lead_shape(self) -> tuple[int, ...]:
+        """Sizes of the axes that count planes, in file order."""
+        return tuple(n for a, n in zip(self.axes, self.shape, strict=True)
+                     if a not in _PLANE_AXES)
+
+    @property
+    def frames(self) -> int:
+        return int(np.prod(self.lead_shape))
+
+    @property
+    def is_stack(self) -> bool:
+        """A stack by content or by declaration (a time axis of length 1 stays a stack)."""
+        return any(a not in _PLANE_AXES for a in self.axes)
+
+    def frame_index(self, index: int) -> tuple[int, ...]:
+        """Index along the plane-counting axes of plane ``index`` (C order)."""
+        lead = self.lead_shape
+        return tuple(int(i) for i in np.unravel_index(index, lead)) if lead else ()
+
+    def selection(self, rows: slice, cols: slice, frame: tuple[int, ...]) -> tuple:
+        """Index into the series array reading ``rows``, ``cols`` of plane ``frame``."""
+        it = iter(frame)
+        out: list[Any] = []
+        for axis in self.axes:
+            if axis == "Y":
+                out.append(rows)
+            elif axis == "X":
+                out.append(cols)
+            elif axis in "SC":
+                out.append(slice(None))
+            else:
+                out.append(next(it))
+        return tuple(out)
+
+    def to_yxc(self, region: np.ndarray) -> np.ndarray:
+        """One plane's region, in :attr:`plane_axes` order, as ``(h, w, C)``."""
+        axes = self.plane_axes
+        order = [axes.index("Y"), axes.index("X")] + [axes.index(a) for a in axes if a in "SC"]
+        out = np.transpose(region, order)
+        return out.reshape(out.shape[0], out.shape[1], -1)
 
 
 def _read_tiff(data: bytes, name: str, max_pixels: int) -> np.ndarray:
@@ -125,37 +214,26 @@ def _read_tiff(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             series = tif.series[0]
-            axes = series.axes.upper()
-            if "Y" not in axes or "X" not in axes:
-                raise ImageError(f"{name}: TIFF without image axes ({axes})")
-            h, w = series.shape[axes.index("Y")], series.shape[axes.index("X")]
-            _check_pixels(name, h, w, max_pixels)
-            page_axes = "".join(a for a in axes if a in "YXSC")
-            n_planes = int(np.prod([n for a, n in zip(axes, series.shape, strict=True)
-                                    if a not in "YXSC"]))
-            n_values = h * w * int(np.prod([n for a, n in zip(axes, series.shape, strict=True)
-                                            if a in "SC"]))
-            if n_values > 4 * max_pixels:
+            layout = TiffLayout.of(series.axes, series.shape, name)
+            _check_pixels(name, layout.height, layout.width, max_pixels)
+            if layout.height * layout.width * layout.channels > 4 * max_pixels:
                 raise ImageError(f"{name}: image of {series.shape} values is too large")
-            if n_planes > 1:
-                # A stack: the dashboard shows its first plane (batch apply reads them all).
-                arr = series.asarray(key=0) if len(tif.pages) > 1 else series.asarray()
-                if arr.ndim > len(page_axes):
-                    arr = arr.reshape((-1, *arr.shape[-len(page_axes):]))[0]
+            # A stack: the first plane (the dashboard shows one; batch apply reads them all).
+            first = layout.selection(slice(None), slice(None), layout.frame_index(0))
+            if layout.frames > 1 and len(tif.pages) > 1:
+                arr = series.asarray(key=0)
+                n = len(layout.plane_axes)
+                arr = arr.reshape((-1, *arr.shape[-n:]))[0]
             else:
-                arr = series.asarray()
-                arr = arr.reshape([n for a, n in zip(axes, series.shape, strict=True)
-                                   if a in "YXSC"])
-            arr = tiff_to_yxc(arr, page_axes)
+                arr = series.asarray()[first]
+            arr = layout.to_yxc(arr)
     except ImageError:
         raise
     except Exception as exc:
         raise ImageError(f"{name}: cannot decode this TIFF file ({_reason(exc)})") from exc
     if arr.dtype.kind not in "uifb":
         raise ImageError(f"{name}: TIFF of dtype {arr.dtype} is not supported")
-    if arr.ndim == 3 and arr.shape[2] == 4 and arr.dtype == np.uint8:
-        arr = arr[:, :, :3]
-    return np.ascontiguousarray(arr)
+    return np.ascontiguousarray(drop_alpha(arr))
 
 
 def read_image(
@@ -194,53 +272,8 @@ def read_image(
         arr = _read_pil(data, name, fmt, max_pixels)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or min(arr.shape[:2]) < 1:
-        raise ImageError(f"{name}: unsupported image shape {arr.shape}")
+    try:
+        image_channels(arr)
+    except ImageError as exc:
+        raise ImageError(f"{name}: {exc}") from exc
     return arr
-
-
-def label_format(labels: np.ndarray) -> str:
-    """``"PNG"`` for label images with ids up to 255, else ``"TIFF"``."""
-    return "PNG" if int(np.max(labels, initial=0)) <= 255 else "TIFF"
-
-
-def write_labels(labels: np.ndarray, target: str | Path | IO[bytes]) -> str:
-    """Write a label image: 8-bit PNG when ids fit in 0..255, else 16-bit TIFF.
-
-    Parameters
-    ----------
-    labels : numpy.ndarray
-        ``(H, W)`` class ids (or ``(N, H, W)``, written as a multi-page TIFF).
-    target : path or binary file
-
-    Returns
-    -------
-    str
-        The format written, ``"PNG"`` or ``"TIFF"``.
-    """
-    labels = np.asarray(labels)
-    fmt = "PNG" if labels.ndim == 2 and label_format(labels) == "PNG" else "TIFF"
-    if fmt == "PNG":
-        from PIL import Image
-
-        Image.fromarray(labels.astype(np.uint8)).save(target, format="PNG")
-    else:
-        import tifffile
-
-        dtype = np.uint8 if label_format(labels) == "PNG" else np.uint16
-        tifffile.imwrite(target, labels.astype(dtype), compression="zlib")
-    return fmt
-
-
-def write_rgba_png(rgba: np.ndarray, target: str | Path | IO[bytes]) -> None:
-    """Write an ``(H, W, 4)`` uint8 image as PNG."""
-    from PIL import Image
-
-    Image.fromarray(np.ascontiguousarray(rgba, dtype=np.uint8)).save(target, format="PNG")
-
-
-def to_bytes(writer: Any, *args: Any) -> bytes:
-    """Run ``writer(*args, buffer)`` and return what it wrote."""
-    buf = io.BytesIO()
-    writer(*args, buf)
-    return buf.getvalue()

@@ -81,7 +81,7 @@ def test_classifier_params_are_applied_and_checked(two_texture):
 
 
 def test_training_pixels_are_capped_per_class():
-    from segdash.core import training_pixels
+    from segdash.model import training_pixels
 
     feats = np.random.default_rng(0).random((100, 100, 2)).astype(np.float32)
     labels = np.zeros((100, 100), np.uint8)

@@ -3,7 +3,10 @@
 Never pickle: a pickle or joblib file runs code when loaded. A model file is a skops zip
 archive; loading lists the types it holds *before* creating any object and refuses every
 type outside an explicit trusted list (skops' defaults plus what installed classifier
-entries declare in ``trusted_types``).
+entries declare in their ``trusted_types`` hook).
+
+This module turns a model's parts into file bytes (:func:`dumps`) and file bytes back into
+validated parts (:func:`loads`); :class:`segdash.model.SegmentationModel` is built from them.
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ from typing import Any
 
 from . import registry
 from ._version import __version__
-from .classes import classes_from_dicts
+from .classes import ClassInfo, classes_from_dicts
+from .codes import Quantizer
+from .contract import hook
 from .errors import MissingPluginError, ModelFileError, PluginLoadError, UnknownNameError
+from .stack import FeatureStack
 
 FORMAT = "segdash-model"
-#: 2: the estimator may be trained on uint8 feature codes; "quantizer" says how to make them.
+#: 2: the estimator is trained on uint8 feature codes; "quantizer" says how to make them
+#: (every released file; format 1, float features, was never released).
 FORMAT_VERSION = 2
 #: Model files larger than this are refused (bytes).
 MAX_MODEL_BYTES = 1_000_000_000
@@ -36,7 +43,15 @@ def _entry_meta(reg: registry.Registry, name: str, settings: dict) -> dict[str, 
             "distribution": info.distribution, "version": info.version}
 
 
-def model_document(model: Any) -> dict[str, Any]:
+def document(
+    estimator: Any,
+    stack: FeatureStack,
+    classifier: str,
+    classifier_params: dict[str, Any],
+    n_channels: int,
+    classes: list[ClassInfo],
+    quantizer: Quantizer,
+) -> dict[str, Any]:
     """The dictionary a model file holds (estimator included)."""
     return {
         "format": FORMAT,
@@ -44,35 +59,29 @@ def model_document(model: Any) -> dict[str, Any]:
         "segdash_version": __version__,
         "features": [
             _entry_meta(registry.features, name, settings)
-            for name, settings in model.features.settings.items()
+            for name, settings in stack.settings.items()
         ],
-        "classifier": _entry_meta(registry.classifiers, model.classifier,
-                                  model.classifier_params),
-        "classes": [c.to_dict() for c in model.classes],
-        "n_channels": model.n_channels,
-        "feature_names": model.feature_names,
-        "quantizer": None if model.quantizer is None else model.quantizer.to_dict(),
-        "estimator": model.estimator,
+        "classifier": _entry_meta(registry.classifiers, classifier, classifier_params),
+        "classes": [c.to_dict() for c in classes],
+        "n_channels": int(n_channels),
+        "feature_names": stack.feature_names(n_channels),
+        "quantizer": quantizer.to_dict(),
+        "estimator": estimator,
     }
 
 
-def model_to_bytes(model: Any) -> bytes:
-    """Serialise ``model`` to the bytes of a skops model file."""
+def dumps(doc: dict[str, Any]) -> bytes:
+    """The bytes of a skops model file holding ``doc`` (see :func:`document`)."""
     import skops.io as sio
 
-    return sio.dumps(model_document(model))
-
-
-def save_model(model: Any, path: str | Path) -> None:
-    """Write ``model`` to ``path`` (a ``.skops`` file)."""
-    Path(path).write_bytes(model_to_bytes(model))
+    return sio.dumps(doc)
 
 
 def trusted_types() -> set[str]:
     """Type names, beyond skops' defaults, that installed classifiers declare they need."""
     out: set[str] = set()
     for entry in registry.classifiers.load_all().values():
-        out.update(getattr(entry, "trusted_types", ()) or ())
+        out.update(hook(entry, "trusted_types"))
     return out
 
 
@@ -100,8 +109,15 @@ def _entry(reg: registry.Registry, meta: dict, what: str) -> Any:
         ) from exc
 
 
-def model_from_bytes(data: bytes) -> Any:
-    """Load a model from the bytes of a model file, executing nothing in it.
+def loads(data: bytes) -> dict[str, Any]:
+    """Read and check the bytes of a model file, executing nothing in them.
+
+    Returns
+    -------
+    dict
+        The model's parts, the keyword arguments of
+        :class:`segdash.model.SegmentationModel`: ``estimator``, ``stack``, ``classifier``,
+        ``classifier_params``, ``n_channels``, ``classes``, ``quantizer``, ``meta``.
 
     Raises
     ------
@@ -112,9 +128,6 @@ def model_from_bytes(data: bytes) -> Any:
         The model needs a feature extractor or classifier that is not installed.
     """
     import skops.io as sio
-
-    from .core import SegmentationModel
-    from .features import FeatureStack, Quantizer
 
     if len(data) > MAX_MODEL_BYTES:
         raise ModelFileError(f"model file too large ({len(data)} bytes)")
@@ -174,45 +187,34 @@ def model_from_bytes(data: bytes) -> Any:
             f"model file is inconsistent: the classifier expects {n_in} features but its "
             f"feature settings make {expected} (was a plugin upgraded?)"
         )
-    quantizer = None
-    if doc.get("quantizer") is not None:
-        try:
-            quantizer = Quantizer.from_dict(_require(doc, "quantizer", dict))
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ModelFileError(f"model file is damaged: bad quantizer ({exc})") from exc
-        if len(quantizer) != expected:
-            raise ModelFileError(
-                f"model file is inconsistent: its quantizer codes {len(quantizer)} features "
-                f"but its feature settings make {expected}"
-            )
-    return SegmentationModel(
-        estimator, stack, clf_meta["name"], dict(clf_meta.get("settings") or {}),
-        n_channels, classes,
-        meta={k: doc.get(k) for k in ("segdash_version", "format_version")},
-        quantizer=quantizer,
-    )
+    try:
+        quantizer = Quantizer.from_dict(_require(doc, "quantizer", dict))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelFileError(f"model file is damaged: bad quantizer ({exc})") from exc
+    if len(quantizer) != expected:
+        raise ModelFileError(
+            f"model file is inconsistent: its quantizer codes {len(quantizer)} features "
+            f"but its feature settings make {expected}"
+        )
+    return {
+        "estimator": estimator, "stack": stack, "classifier": clf_meta["name"],
+        "classifier_params": dict(clf_meta.get("settings") or {}), "n_channels": n_channels,
+        "classes": classes, "quantizer": quantizer,
+        "meta": {k: doc.get(k) for k in ("segdash_version", "format_version")},
+    }
 
 
-def load_model(path: str | Path) -> Any:
-    """Load a model file written by :meth:`SegmentationModel.save`.
-
-    Parameters
-    ----------
-    path : str or Path
-        A ``.skops`` model file.
-
-    Returns
-    -------
-    SegmentationModel
+def read(path: str | Path) -> dict[str, Any]:
+    """:func:`loads` of the file at ``path``, refused before reading when too large.
 
     Raises
     ------
     ModelFileError
-        Refused or damaged file (see :func:`model_from_bytes`); MissingPluginError when a
-        plugin the model needs is not installed.
+        Refused or damaged file (see :func:`loads`); MissingPluginError when a plugin the
+        model needs is not installed.
     """
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_MODEL_BYTES:
         raise ModelFileError(f"model file too large ({size} bytes)")
-    return model_from_bytes(path.read_bytes())
+    return loads(path.read_bytes())

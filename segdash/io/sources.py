@@ -1,0 +1,228 @@
+"""Lazy image sources for ``segdash apply``: the files named by a command line, and their
+planes as Dask arrays.
+
+PNG and JPEG are read whole with :func:`segdash.io.read.read_image` (the dashboard's
+reader, so a model sees the same values in both places). TIFF files are read lazily, region
+by region, where the tiles are computed: through a memory map when the pixels are stored
+uncompressed and contiguous, else through tifffile's zarr store (which decodes only the TIFF
+tiles or strips a region touches). Every page or frame of a TIFF stack or time series is a
+plane of its own (:class:`~segdash.io.read.TiffLayout`).
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ImageError
+from .naming import is_image_name
+from .read import TiffLayout, read_image, sniff_format
+
+# -- finding inputs ------------------------------------------------------------------------
+
+def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files named by files, folders and glob patterns.
+
+    Parameters
+    ----------
+    items : sequence of str
+        File paths (taken whatever their name: the content decides), folders (their PNG,
+        JPEG and TIFF files, not recursive) and glob patterns (``**`` recurses).
+
+    Returns
+    -------
+    files : list of Path
+        In the order given, folders and globs sorted by name, each file once.
+    errors : list of (str, str)
+        Items that name nothing: the item and why.
+    """
+    files: list[Path] = []
+    errors: list[tuple[str, str]] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and is_image_name(p))
+            if not found:
+                errors.append((item, "folder holds no PNG, JPEG or TIFF file"))
+        elif path.is_file():
+            found = [path]
+        elif glob.has_magic(item):
+            found = sorted(Path(p) for p in glob.glob(item, recursive=True)
+                           if Path(p).is_file() and is_image_name(p))
+            if not found:
+                errors.append((item, "no PNG, JPEG or TIFF file matches this pattern"))
+        else:
+            found = []
+            errors.append((item, "no such file or folder"))
+        files.extend(found)
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, errors
+
+
+# -- lazy TIFF planes ----------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=16)
+def _open_tiff(path: str, series: int, stamp: tuple[int, int]) -> tuple[Any, Any]:
+    """An open TIFF series as an array-like (memory map or zarr array), cached per process.
+
+    ``stamp`` (modification time, size) is part of the key so a rewritten file is reopened.
+    Returns the TiffFile too, to keep its file handle alive with the cached reader.
+    """
+    import tifffile
+
+    tif = tifffile.TiffFile(path)
+    try:
+        reader = tifffile.memmap(path, series=series, mode="r")
+        return tif, reader
+    except Exception:  # compressed, tiled, non-native byte order...: decode region-wise
+        pass
+    import zarr
+
+    reader = zarr.open_array(tif.series[series].aszarr(), mode="r")
+    return tif, reader
+
+
+@dataclass(frozen=True)
+class TiffPlane:
+    """One plane of a TIFF series as a read-only ``(H, W, C)`` array-like.
+
+    Indexing reads only the requested region (see :func:`_open_tiff`); instances hold no
+    open file, so they pickle to Dask workers, which must see the file at the same path.
+    """
+
+    path: str
+    series: int
+    layout: TiffLayout
+    frame: tuple[int, ...]
+    dtype: np.dtype
+    stamp: tuple[int, int]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.layout.height, self.layout.width, self.layout.channels
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        key = tuple(key) + (slice(None),) * (3 - len(key))
+        _, reader = _open_tiff(self.path, self.series, self.stamp)
+        region = np.asarray(reader[self.layout.selection(key[0], key[1], self.frame)])
+        plane = self.layout.to_yxc(region)
+        return np.ascontiguousarray(plane[:, :, key[2]], dtype=self.dtype)
+
+
+# -- image sources -------------------------------------------------------------------------
+
+@dataclass
+class ImageSource:
+    """An input file: its planes (pages, frames), their shape and dtype.
+
+    Attributes
+    ----------
+    path : Path
+    frames : int
+        Number of planes (1 for a single image).
+    shape : tuple of int
+        ``(H, W, C)`` of each plane, C as stored in the file.
+    dtype : numpy.dtype
+    is_stack : bool
+        A multi-page TIFF or time series (outputs stay stacks), even with one plane.
+    layout : TiffLayout or None
+        The axes of a TIFF (read lazily); None for PNG and JPEG (read whole).
+    stamp : tuple of int
+        Modification time (ns) and size of a TIFF when opened (a rewritten file is reopened).
+    """
+
+    path: Path
+    frames: int
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    is_stack: bool
+    layout: TiffLayout | None = None
+    stamp: tuple[int, int] = (0, 0)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def is_lazy(self) -> bool:
+        """Read region by region where the tiles are computed (TIFF), not here."""
+        return self.layout is not None
+
+    def plane(self, index: int, chunks: tuple) -> Any:
+        """Plane ``index`` as a dask array of ``chunks`` (``(rows, cols, (C,))``)."""
+        import dask.array as da
+        from dask.base import tokenize
+
+        if self.layout is None:
+            # PNG/JPEG: read again now (planning read it only to check it), so that only
+            # the images being tiled are in memory, not a whole folder's.
+            arr = read_image(self.path)
+            if arr.ndim == 2:
+                arr = arr[:, :, None]
+            if arr.shape != self.shape or arr.dtype != self.dtype:
+                raise ImageError(f"{self.name}: the file changed while being processed")
+            return da.from_array(arr, chunks=chunks)
+        frame = self.layout.frame_index(index)
+        path = str(self.path.resolve())
+        plane = TiffPlane(path, 0, self.layout, frame, self.dtype, self.stamp)
+        name = "segdash-read-" + tokenize(path, self.stamp, frame, chunks)
+        return da.from_array(plane, chunks=chunks, name=name, lock=False, asarray=True,
+                             fancy=False, meta=np.empty((0, 0, 0), self.dtype))
+
+
+def open_source(path: Path) -> ImageSource:
+    """Read an input's header (TIFF) or pixels (PNG, JPEG).
+
+    Raises
+    ------
+    ImageError
+        Not a PNG, JPEG or TIFF; damaged; of an unsupported layout or dtype. The message
+        names the file.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ImageError(f"{path.name}: cannot read ({exc.strerror or exc})") from exc
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise ImageError(f"{path.name}: not a PNG, JPEG or TIFF image (unrecognised content)")
+    if fmt != "TIFF":
+        arr = read_image(path)  # decoded once to check it; read again by plane()
+        shape = arr.shape if arr.ndim == 3 else (*arr.shape, 1)
+        return ImageSource(path, 1, shape, arr.dtype, False)
+    return _open_tiff_source(path)
+
+
+def _open_tiff_source(path: Path) -> ImageSource:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, shape, dtype = series.axes, series.shape, np.dtype(series.dtype)
+    except Exception as exc:
+        raise ImageError(f"{path.name}: cannot decode this TIFF file ({exc})") from exc
+    layout = TiffLayout.of(axes, shape, path.name)
+    if dtype.kind not in "uifb":
+        raise ImageError(f"{path.name}: TIFF of dtype {dtype} is not supported")
+    stat = path.stat()
+    return ImageSource(path, layout.frames, (layout.height, layout.width, layout.channels),
+                       dtype.newbyteorder("="), layout.is_stack, layout=layout,
+                       stamp=(stat.st_mtime_ns, stat.st_size))
