@@ -43,25 +43,26 @@ def test_example_plugins_are_in_the_dropdowns_and_train_end_to_end():
     image, truth = two_texture_image(128)
     app = SegdashApp(image=image, image_name="texture.png")
     try:
-        assert "texture" in app.features_select.options
-        assert "lightgbm" in app.classifier_select.options
+        features, classifier = app.cards.features, app.cards.classifier
+        assert "texture" in features.select.options
+        assert "lightgbm" in classifier.select.options
         assert not app.plugin_alert.visible
 
-        app.features_select.value = ["basic", "texture"]
-        app.classifier_select.value = "lightgbm"
+        features.select.value = ["basic", "texture"]
+        classifier.select.value = "lightgbm"
         assert app.segmenter.features == ["basic", "texture"]
         assert app.segmenter.classifier == "lightgbm"
-        titles = [p.objects[0].object for p in app.feature_settings.objects]
+        titles = [p.objects[0].object for p in features.settings.objects]
         assert titles == ["**basic** settings", "**texture** settings"]
-        texture_widgets = app.feature_settings.objects[1].objects[-1].parameters
+        texture_widgets = features.settings.objects[1].objects[-1].parameters
         assert {"local_std", "orientation", "lbp", "lbp_window"} <= set(texture_widgets)
-        assert "num_leaves" in app.classifier_settings.objects[0].objects[-1].parameters
+        assert "num_leaves" in classifier.settings.objects[0].objects[-1].parameters
 
         app.canvas.on_draw(strokes(app))
         assert app.wait_idle(120)
         model = app.segmenter.model
         assert model is not None, app.errors
-        assert model.features.names == ["basic", "texture"]
+        assert model.stack.names == ["basic", "texture"]
         assert model.classifier == "lightgbm"
         seg = app.segmenter.segmentation
         assert (seg == truth).mean() > 0.9  # texture features separate the two textures
@@ -79,8 +80,8 @@ def test_broken_plugin_distribution_is_listed_on_the_page(tmp_path):
         image = (rng.random((64, 64)) * 255).astype(np.uint8)
         app = SegdashApp(image=image)
         out = {"visible": app.plugin_alert.visible, "alert": app.plugin_alert.object,
-               "options": list(app.features_select.options)}
-        app.features_select.value = ["basic", "wrong_shape"]
+               "options": list(app.cards.features.select.options)}
+        app.cards.features.select.value = ["basic", "wrong_shape"]
         out["after_choosing_broken"] = list(app.segmenter.features)
         out["message"] = app.errors[-1] if app.errors else ""
         app.close()

@@ -9,6 +9,7 @@ import importlib.metadata as im
 import io
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import param
@@ -17,16 +18,30 @@ from PIL import Image
 
 import segdash
 from segdash import registry
-from segdash.features import FeatureExtractor
+from segdash.contract import FeatureExtractor
+from segdash.io.render import display_range, overlay_rgb, to_display_rgb
 from segdash.ui import SegdashApp
+from segdash.ui import canvas as canvas_module
 from segdash.ui.canvas import CLASS_COL, COLOR_COL, WIDTH_COL, frame_size
+from segdash.ui.cards import (
+    IMAGE_ACCEPT,
+    MAX_UPLOAD_BYTES,
+    Card,
+    ClassesCard,
+    ClassifierCard,
+    FeaturesCard,
+    FilesCard,
+    ImageCard,
+    ResultsCard,
+    StrokesCard,
+)
 from segdash.ui.display import (
     data_to_image,
     display_step,
     downsample,
     image_to_data,
+    markdown_text,
     segmentation_rgba,
-    to_display_rgb,
     uncertainty_rgba,
 )
 from segdash.ui.samples import DEFAULT_SAMPLE, load_sample, sample_names
@@ -119,22 +134,68 @@ def upload(widget, data: bytes, filename: str) -> None:
 # -- display helpers -------------------------------------------------------------------
 
 
-def test_display_rgb_handles_grey_colour_16bit_float_and_odd_channel_counts():
+def shown_by_canvas(image: np.ndarray) -> np.ndarray:
+    """The RGB image a canvas shows for ``image``."""
+    canvas = canvas_module.Canvas(segdash.Segmenter(image=image),
+                                  lambda: canvas_module.Brush(1, "#000000", 5.0),
+                                  canvas_module.OverlayView, lambda message: None)
+    canvas.rebuild()
+    return canvas.base.data
+
+
+def test_canvas_shows_grey_colour_16bit_float_and_odd_channel_counts():
     grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    out = to_display_rgb(grey)
+    out = shown_by_canvas(grey)
     assert out.shape == (3, 4, 3) and out.dtype == np.uint8
     assert np.array_equal(out[:, :, 0], grey) and np.array_equal(out[:, :, 2], grey)
 
     deep = np.linspace(1000, 3000, 100).astype(np.uint16).reshape(10, 10)
-    out = to_display_rgb(deep)
+    out = shown_by_canvas(deep)
     assert out.min() == 0 and out.max() == 255  # stretched, not divided by 65535
 
     flat = np.full((5, 5), 0.25, np.float32)
-    assert to_display_rgb(flat).dtype == np.uint8  # constant image: no division by zero
+    assert shown_by_canvas(flat).dtype == np.uint8  # constant image: no division by zero
 
-    assert to_display_rgb(np.zeros((4, 4, 2), np.uint8)).shape == (4, 4, 3)
+    assert shown_by_canvas(np.zeros((4, 4, 2), np.uint8)).shape == (4, 4, 3)
     five = np.random.default_rng(0).integers(0, 255, (4, 4, 5), dtype=np.uint8)
-    assert np.array_equal(to_display_rgb(five), five[:, :, :3])
+    assert np.array_equal(shown_by_canvas(five), five[:, :, :3])
+
+
+def test_canvas_shows_images_by_the_display_rule_of_the_result_files():
+    rng = np.random.default_rng(1)
+    images = [
+        (rng.random((30, 40)) * 255).astype(np.uint8),
+        (rng.random((30, 40, 3)) * 60000).astype(np.uint16),
+        rng.normal(0, 1, (30, 40, 2)).astype(np.float32),
+        (rng.random((90, 3300)) * 4000).astype(np.uint16),  # downsampled for display
+    ]
+    for image in images:
+        step = display_step(image.shape)
+        expected = to_display_rgb(downsample(image, step), *display_range(image))
+        assert np.array_equal(shown_by_canvas(image), expected)
+
+
+def test_display_range_is_computed_once_per_image(monkeypatch):
+    calls = []
+
+    def counting(image):
+        calls.append(image.shape)
+        return display_range(image)
+
+    monkeypatch.setattr(canvas_module, "display_range", counting)
+    image, _ = two_texture_image(128)
+    view = SegdashApp(image=image)
+    try:
+        assert len(calls) == 1
+        paint_two_classes(view)
+        assert view.wait_idle(60) and view.segmenter.segmentation is not None
+        view.cards.results.opacity_slider.value = 0.8
+        view.cards.results.view_select.value = "uncertainty"
+        assert len(calls) == 1  # new results and view settings reuse it
+        view.segmenter.set_image(image[:64], "half.png")
+        assert calls == [(128, 128), (64, 128)]
+    finally:
+        view.close()
 
 
 def test_display_step_keeps_the_longer_side_within_the_limit():
@@ -179,7 +240,7 @@ def test_default_app_opens_the_default_sample_with_two_classes():
     try:
         assert view.segmenter.image.shape == load_sample(DEFAULT_SAMPLE).shape
         assert [c.id for c in view.segmenter.classes] == [1, 2]
-        assert [b.label for b in view.class_buttons.objects] == ["class 1", "class 2"]
+        assert [b.label for b in view.cards.classes.buttons.objects] == ["class 1", "class 2"]
         assert view.template().title == "segdash"
     finally:
         view.close()
@@ -194,6 +255,103 @@ def test_each_session_has_its_own_segmenter(app):
         assert other.canvas.pane is not app.canvas.pane
     finally:
         other.close()
+
+
+def test_sidebar_is_one_card_per_step_in_the_order_they_are_used(app):
+    cards = list(app.cards)
+    assert [c.title for c in cards] == ["Image", "Classes", "Strokes", "Features",
+                                        "Classifier", "Results", "Files"]
+    assert all(isinstance(c, Card) for c in cards) and app.sidebar() == cards
+    assert [c.__panel__().title for c in cards] == [c.title for c in cards]
+
+
+def test_watched_parameters_are_the_union_of_what_the_cards_watch(app):
+    card_watches = set().union(*(card.watches for card in app.cards))
+    assert app.cards.watches == card_watches
+    # The plot and the status line declare theirs the same way; nothing else is watched.
+    assert app.watched == card_watches | set(app.canvas.watches) | set(SegdashApp.watches)
+    assert {"classes", "features", "classifier", "image_name"} <= card_watches
+    watchers = app.segmenter.param.watchers
+    assert {name for name in watchers if any(
+        w.fn == app._on_state for w in watchers[name].get("value", []))} == app.watched
+
+
+def test_each_card_is_refreshed_with_the_changes_it_watches_and_no_others(monkeypatch):
+    card_types = (ImageCard, ClassesCard, StrokesCard, FeaturesCard, ClassifierCard,
+                  ResultsCard, FilesCard)
+    calls: list[tuple[Card, set[str]]] = []
+    for card_type in card_types:
+        def recording(self, names, original=card_type.refresh):
+            calls.append((self, set(names)))
+            original(self, names)
+
+        monkeypatch.setattr(card_type, "refresh", recording)
+    # A card that starts watching a parameter is refreshed when it changes: the app's
+    # watch list follows the cards.
+    monkeypatch.setattr(FilesCard, "watches", (*FilesCard.watches, "feature_computations"))
+    image, _ = two_texture_image(128)
+    view = SegdashApp(image=image)
+    try:
+        assert tuple(type(card) for card in view.cards) == card_types
+        assert "feature_computations" in view.watched
+        # The first page: every card that shows something, with all it watches.
+        assert {type(card): names for card, names in calls} == {
+            type(card): set(card.watches) for card in view.cards if card.watches}
+        calls.clear()
+        paint_two_classes(view)
+        assert view.wait_idle(60) and view.segmenter.segmentation is not None
+        assert calls and all(names and names <= set(card.watches) for card, names in calls)
+        refreshed = {type(card) for card, _ in calls}
+        assert {StrokesCard, FilesCard} <= refreshed and FeaturesCard not in refreshed
+        assert any("feature_computations" in names for card, names in calls
+                   if card is view.cards.files)
+    finally:
+        view.close()
+
+
+def test_file_names_are_shown_as_text(app):
+    name = "<img src=x onerror=alert(1)>*draft*_1.png"
+    upload(app.cards.image.upload, png_bytes(np.zeros((30, 20), np.uint8)), name)
+    assert app.wait_idle(60)
+    info = app.cards.image.info.object
+    assert "<img" not in info and markdown_text(name) in info
+    assert rendered_text(info) == f"{name}: 20x30, 1 channel(s), uint8"
+    upload(app.cards.image.upload, b"not an image", name)
+    assert app.wait_idle(60)
+    assert name in app.errors[-1] and "<img" not in app.alert.object
+    assert rendered_text(app.alert.object).startswith(f"{name}: not a PNG")
+
+
+def rendered_text(markdown: str) -> str:
+    """The text a Markdown pane shows for ``markdown`` (Panel's parser, tags removed)."""
+    import html
+    import re
+
+    import panel as pn
+
+    shown = pn.pane.Markdown(markdown)._transform_object(markdown)["object"]
+    return html.unescape(re.sub(r"<[^>]+>", "", html.unescape(shown))).strip()
+
+
+def test_image_upload_accepts_the_image_endings_segdash_reads(app):
+    from segdash.io.naming import IMAGE_SUFFIXES
+
+    assert app.cards.image.upload.accept == IMAGE_ACCEPT == ",".join(IMAGE_SUFFIXES)
+    assert {Path(n).suffix.lower() for n in sample_names()} <= set(IMAGE_SUFFIXES)
+
+
+def test_too_large_uploads_are_refused_on_the_server(app, monkeypatch):
+    import segdash.ui.cards.base as base
+
+    monkeypatch.setattr(base, "MAX_UPLOAD_BYTES", 100)
+    before = app.segmenter.image
+    noise = (np.random.default_rng(0).random((30, 20)) * 255).astype(np.uint8)
+    upload(app.cards.image.upload, png_bytes(noise), "big.png")  # 600 bytes and more
+    assert app.wait_idle(10)
+    assert app.segmenter.image is before
+    assert "big.png: file too large" in app.errors[-1] and "limit is 100 bytes" in app.errors[-1]
+    assert app.cards.image.upload.value is None  # the widget keeps no copy
+    assert MAX_UPLOAD_BYTES == 200_000_000
 
 
 def test_browser_strokes_become_segmenter_strokes_in_image_pixels(app):
@@ -233,34 +391,35 @@ def test_live_update_trains_off_the_calling_thread_and_fills_the_overlay(app):
     assert overlay.shape == (*seg.image.shape[:2], 4)
     colours = {tuple(p) for p in overlay[:, :, :3].reshape(-1, 3)}
     assert colours == {(0xe6, 0x9f, 0x00), (0x56, 0xb4, 0xe9)}  # the two class colours
-    assert not app.download_labels.disabled and not app.download_model.disabled
+    files = app.cards.files
+    assert not files.download_labels.disabled and not files.download_model.disabled
     # Painted right: the disc centre is class 2, a corner class 1.
     assert seg.segmentation[64, 64] == 2 and seg.segmentation[2, 2] == 1
 
 
 def test_live_update_off_waits_for_the_train_button(app):
-    app.live_toggle.value = False
+    app.cards.results.live_toggle.value = False
     assert app.segmenter.live_update is False
     paint_two_classes(app)
     assert app.wait_idle(60)
     assert app.segmenter.segmentation is None
-    app.train_button.clicks += 1
+    app.cards.results.train_button.clicks += 1
     assert app.wait_idle(60)
     assert app.segmenter.segmentation is not None
 
 
 def test_train_button_with_one_class_painted_shows_a_message(app):
-    app.live_toggle.value = False
+    app.cards.results.live_toggle.value = False
     app.canvas.on_draw(browser_data(app, [([6, 120], [6, 6], 1, 3.0)]))
-    app.train_button.clicks += 1
+    app.cards.results.train_button.clicks += 1
     assert app.wait_idle(60)
     assert app.alert.visible and "at least two classes" in app.alert.object
 
 
 def test_burst_of_strokes_trains_once_on_the_last(app):
-    app.live_toggle.value = False
+    app.cards.results.live_toggle.value = False
     paint_two_classes(app)
-    app.live_toggle.value = True  # one training queued
+    app.cards.results.live_toggle.value = True  # one training queued
     gate = threading.Event()
     app.worker.submit(gate.wait)  # hold the worker while more strokes arrive
     for i in range(5):
@@ -303,10 +462,10 @@ def test_plot_hook_maps_stroke_colour_and_width_columns(rendered):
 def test_brush_follows_the_selected_class_and_width(rendered):
     tool = rendered.canvas._tool
     assert tool.default_overrides == {CLASS_COL: 1, COLOR_COL: "#e69f00", WIDTH_COL: 5.0}
-    rendered.class_buttons.objects[1].clicks += 1
-    rendered.width_slider.value = 12
+    rendered.cards.classes.buttons.objects[1].clicks += 1
+    rendered.cards.strokes.width_slider.value = 12
     assert tool.default_overrides == {CLASS_COL: 2, COLOR_COL: "#56b4e9", WIDTH_COL: 12.0}
-    assert "active" in rendered.class_buttons.objects[1].css_classes
+    assert "active" in rendered.cards.classes.buttons.objects[1].css_classes
 
 
 def test_undo_redo_clear_update_the_browser_strokes(rendered):
@@ -315,14 +474,14 @@ def test_undo_redo_clear_update_the_browser_strokes(rendered):
     on_event_loop(lambda: paint_two_classes(app))
     assert len(source.data["xs"]) == 2
 
-    on_event_loop(lambda: setattr(app.undo_button, "clicks", 1))
+    on_event_loop(lambda: setattr(app.cards.strokes.undo_button, "clicks", 1))
     # The data pushed to the browser comes back through the stream: no stroke is re-added.
     assert len(app.segmenter.strokes) == 1 and len(source.data["xs"]) == 1
-    assert not app.redo_button.disabled
-    on_event_loop(lambda: setattr(app.redo_button, "clicks", 1))
+    assert not app.cards.strokes.redo_button.disabled
+    on_event_loop(lambda: setattr(app.cards.strokes.redo_button, "clicks", 1))
     assert len(app.segmenter.strokes) == 2
     assert len(source.data["xs"]) == 2 and source.data[CLASS_COL] == [1, 2]
-    on_event_loop(lambda: setattr(app.clear_button, "clicks", 1))
+    on_event_loop(lambda: setattr(app.cards.strokes.clear_button, "clicks", 1))
     assert app.segmenter.strokes == [] and source.data["xs"] == []
     assert all(isinstance(v, list) for v in source.data.values())
     assert app.wait_idle(60)
@@ -370,29 +529,31 @@ def test_classes_add_rename_recolour_remove(rendered):
 
 
 def _class_edits(app):
-    app.add_class_button.clicks += 1
+    card = app.cards.classes
+    card.add_button.clicks += 1
     seg = app.segmenter
-    assert [c.id for c in seg.classes] == [1, 2, 3] and app.active_class == 3
-    assert len(app.class_buttons.objects) == 3
-    app.class_name.value = "sky"
-    app.class_color.value = "#112233"
+    assert [c.id for c in seg.classes] == [1, 2, 3] and card.active_class == 3
+    assert len(card.buttons.objects) == 3
+    card.name_input.value = "sky"
+    card.color_input.value = "#112233"
     assert seg.class_info(3).name == "sky" and seg.class_info(3).color == "#112233"
-    assert app.class_buttons.objects[2].label == "sky"
+    assert card.buttons.objects[2].label == "sky"
     assert app.canvas._tool.default_overrides[COLOR_COL] == "#112233"
     # Recolouring repaints existing strokes.
     app.canvas.on_draw(browser_data(app, [([5, 40], [5, 5], 3, 3.0)]))
-    app.class_color.value = "#445566"
+    card.color_input.value = "#445566"
     assert app.canvas._source.data[COLOR_COL] == ["#445566"]
-    app.remove_class_button.clicks += 1
+    card.remove_button.clicks += 1
     assert [c.id for c in seg.classes] == [1, 2] and seg.strokes == []
-    assert app.active_class == 1
+    assert card.active_class == 1
 
 
 def test_the_last_class_cannot_be_removed(app):
-    app.remove_class_button.clicks += 1
+    card = app.cards.classes
+    card.remove_button.clicks += 1
     assert [c.id for c in app.segmenter.classes] == [2]
-    assert app.remove_class_button.disabled
-    app._remove_class()
+    assert card.remove_button.disabled
+    card._remove_class()
     assert [c.id for c in app.segmenter.classes] == [2]
     assert "at least one class" in app.errors[-1]
 
@@ -428,16 +589,17 @@ def test_feature_multi_select_concatenates_selected_extractors(extra_extractor):
     image, _ = two_texture_image(128)
     view = SegdashApp(image=image)
     try:
-        assert set(registry.features.names()) <= set(view.features_select.options)
-        view.features_select.value = ["basic", extra_extractor]
+        card = view.cards.features
+        assert set(registry.features.names()) <= set(card.select.options)
+        card.select.value = ["basic", extra_extractor]
         assert view.segmenter.features == ["basic", extra_extractor]
-        titles = [p.objects[0].object for p in view.feature_settings.objects]
+        titles = [p.objects[0].object for p in card.settings.objects]
         assert titles == ["**basic** settings", f"**{extra_extractor}** settings"]
         paint_two_classes(view)
         assert view.wait_idle(60)
         model = view.segmenter.model
         n_basic = len(view.segmenter.extractor("basic").feature_names(1))
-        assert model.features.names == ["basic", extra_extractor]
+        assert model.stack.names == ["basic", extra_extractor]
         assert len(model.feature_names) == n_basic + 2
     finally:
         view.close()
@@ -447,7 +609,7 @@ def test_settings_widgets_edit_the_extractor_and_retrain_once(app):
     paint_two_classes(app)
     assert app.wait_idle(60)
     before = app.segmenter.feature_computations
-    panel = app.feature_settings.objects[0]
+    panel = app.cards.features.settings.objects[0]
     sigma = next(w for w in panel.objects if type(w).__name__ == "EditableRangeSlider")
     with param.edit_constant(sigma):  # as the browser does when the slider is released
         sigma.param.update(value=(1.0, 4.0), value_throttled=(1.0, 4.0))
@@ -462,21 +624,22 @@ def test_settings_widgets_edit_the_extractor_and_retrain_once(app):
 
 
 def test_empty_feature_selection_is_refused_with_a_message(app):
-    app.features_select.value = []
+    app.cards.features.select.value = []
     assert app.segmenter.features == ["basic"]
-    assert app.features_select.value == ["basic"]
+    assert app.cards.features.select.value == ["basic"]
     assert "at least one feature extractor" in app.errors[-1]
 
 
 def test_switching_classifier_retrains_and_shows_its_settings(app):
-    assert set(registry.classifiers.names()) == set(app.classifier_select.options)
+    card = app.cards.classifier
+    assert set(registry.classifiers.names()) == set(card.select.options)
     paint_two_classes(app)
     assert app.wait_idle(60)
     assert app.segmenter.model.classifier == "random_forest"
-    app.classifier_select.value = "gradient_boosting"
+    card.select.value = "gradient_boosting"
     assert app.wait_idle(60)
     assert app.segmenter.model.classifier == "gradient_boosting"
-    settings = app.classifier_settings.objects[0]
+    settings = card.settings.objects[0]
     assert settings.objects[0].object == "**gradient_boosting** settings"
     assert "max_iter" in settings.objects[-1].parameters
 
@@ -493,13 +656,13 @@ class ExplodesOnRealImages(ConstantPlusIntensity):
 def test_a_plugin_failing_during_training_is_a_message_not_a_dead_session(app):
     registry.features.register("ui_test_explodes", ExplodesOnRealImages, overwrite=True)
     try:
-        app.features_select.value = ["ui_test_explodes"]
+        app.cards.features.select.value = ["ui_test_explodes"]
         paint_two_classes(app)
         assert app.wait_idle(60)
         assert app.alert.visible
         assert app.alert.object == "unexpected error (RuntimeError): boom from a plugin"
         assert not app.spinner.value
-        app.features_select.value = ["basic"]  # the session carries on
+        app.cards.features.select.value = ["basic"]  # the session carries on
         assert app.wait_idle(60)
         assert app.segmenter.segmentation is not None
         assert not app.alert.visible  # a new result replaces the message
@@ -519,7 +682,8 @@ def test_broken_plugins_are_listed_in_the_page(monkeypatch):
         assert view.plugin_alert.visible
         assert "ui_broken" in view.plugin_alert.object
         assert "segdash_no_such_module" in view.plugin_alert.object
-        view.features_select.value = ["basic", "ui_broken"]  # choosing it: a message, no crash
+        # Choosing it: a message, no crash.
+        view.cards.features.select.value = ["basic", "ui_broken"]
         assert view.segmenter.features == ["basic"]
         assert "ui_broken" in view.errors[-1]
         view.close()
@@ -535,32 +699,33 @@ def test_image_uploads_of_every_kind_open(app):
     rng = np.random.default_rng(0)
     grey16 = (rng.random((40, 50)) * 60000).astype(np.uint16)
     rgba = (rng.random((30, 20, 4)) * 255).astype(np.uint8)
+    card = app.cards.image
     for data, name, shape, dtype in [
         (png_bytes(grey16), "deep.png", (40, 50), np.uint16),
         (png_bytes(rgba), "rgba.png", (30, 20, 3), np.uint8),
     ]:
-        upload(app.image_upload, data, name)
+        upload(card.upload, data, name)
         assert app.wait_idle(60)
         assert app.segmenter.image.shape == shape and app.segmenter.image.dtype == dtype
-        assert app.image_name == name and name in app.image_info.object
-        assert app.sample_select.value == ""
+        assert app.segmenter.image_name == name and name in card.info.object
+        assert card.sample_select.value == ""
     buf = io.BytesIO()
     Image.fromarray(rgba[:, :, :3]).save(buf, format="JPEG")
-    upload(app.image_upload, buf.getvalue(), "photo.jpg")
+    upload(card.upload, buf.getvalue(), "photo.jpg")
     assert app.wait_idle(60)
     assert app.segmenter.image.shape == (30, 20, 3)
     import tifffile
 
     buf = io.BytesIO()
     tifffile.imwrite(buf, grey16)
-    upload(app.image_upload, buf.getvalue(), "deep.tif")
+    upload(card.upload, buf.getvalue(), "deep.tif")
     assert app.wait_idle(60)
     assert app.segmenter.image.dtype == np.uint16 and app.canvas.pane.object is not None
 
 
 def test_bad_image_upload_shows_an_error_and_keeps_the_session(app):
     before = app.segmenter.image
-    upload(app.image_upload, b"this is not an image", "notes.png")
+    upload(app.cards.image.upload, b"this is not an image", "notes.png")
     assert app.wait_idle(60)
     assert app.alert.visible and "notes.png" in app.alert.object
     assert "not a PNG, JPEG or TIFF" in app.alert.object
@@ -572,10 +737,10 @@ def test_bad_image_upload_shows_an_error_and_keeps_the_session(app):
 
 
 def test_choosing_a_sample_opens_it(app):
-    app.sample_select.value = "astronaut.jpg"
+    app.cards.image.sample_select.value = "astronaut.jpg"
     assert app.wait_idle(60)
     assert app.segmenter.image.shape == (512, 512, 3)
-    assert app.image_name == "astronaut.jpg"
+    assert app.segmenter.image_name == "astronaut.jpg"
 
 
 def test_model_upload_applies_it_and_a_wrong_model_is_refused(app):
@@ -585,15 +750,15 @@ def test_model_upload_applies_it_and_a_wrong_model_is_refused(app):
     image, _ = two_texture_image(128, seed=3)
     other = SegdashApp(image=image)
     try:
-        upload(other.model_upload, data, "model.skops")
+        upload(other.cards.files.model_upload, data, "model.skops")
         assert other.wait_idle(60)
         assert other.segmenter.segmentation is not None and not other.errors
         assert other.canvas.overlay[:, :, 3].max() > 0
         rgb = SegdashApp(image=np.zeros((20, 20, 3), np.uint8))
-        upload(rgb.model_upload, data, "model.skops")
+        upload(rgb.cards.files.model_upload, data, "model.skops")
         assert rgb.wait_idle(60)
         assert "channel" in rgb.alert.object and rgb.segmenter.segmentation is None
-        upload(rgb.model_upload, b"\x80\x04garbage", "evil.skops")
+        upload(rgb.cards.files.model_upload, b"\x80\x04garbage", "evil.skops")
         assert rgb.wait_idle(60)
         assert "pickle" in rgb.alert.object
         rgb.close()
@@ -604,18 +769,19 @@ def test_model_upload_applies_it_and_a_wrong_model_is_refused(app):
 def test_annotations_download_and_upload_round_trip(app):
     paint_two_classes(app)
     assert app.wait_idle(60)
-    text = app._strokes_file().read()
-    assert app.download_strokes.filename == "texture_annotations.json"
+    download = app.cards.files.download_annotations
+    text = download.callback().read()
+    assert download.filename == "texture_annotations.json"
     doc = json.loads(text)
     assert len(doc["strokes"]) == 2
     image, _ = two_texture_image(128)
     other = SegdashApp(image=image)
     try:
-        upload(other.strokes_upload, text, "texture_annotations.json")
+        upload(other.cards.files.annotations_upload, text, "texture_annotations.json")
         assert other.wait_idle(60)
         assert [s.label for s in other.segmenter.strokes] == [1, 2]
         assert other.segmenter.segmentation is not None
-        upload(other.strokes_upload, b"{not json", "broken.json")
+        upload(other.cards.files.annotations_upload, b"{not json", "broken.json")
         assert other.wait_idle(60)
         assert "not valid JSON" in other.alert.object
     finally:
@@ -626,22 +792,46 @@ def test_annotations_download_and_upload_round_trip(app):
 
 
 def test_downloads_label_image_overlay_and_model(app, tmp_path):
+    files = app.cards.files
     with pytest.raises(ValueError):
-        app._labels_file()
+        files.download_labels.callback()
     assert "train a model first" in app.errors[-1]
     paint_two_classes(app)
     assert app.wait_idle(60)
-    labels = np.asarray(Image.open(app._labels_file()))
-    assert app.download_labels.filename == "texture_labels.png"
+    labels = np.asarray(Image.open(files.download_labels.callback()))
+    assert files.download_labels.filename == "texture_labels.png"
     assert labels.shape == (128, 128) and set(np.unique(labels)) == {1, 2}
-    overlay = Image.open(app._overlay_file())
-    assert overlay.mode == "RGBA" and overlay.size == (128, 128)
-    content = app._model_file().read()  # also sets the file name
-    path = tmp_path / app.download_model.filename
+    overlay = Image.open(files.download_overlay.callback())
+    assert overlay.mode == "RGB" and overlay.size == (128, 128)
+    assert files.download_overlay.filename == "texture_overlay.png"
+    content = files.download_model.callback().read()  # also sets the file name
+    path = tmp_path / files.download_model.filename
     path.write_bytes(content)
     assert path.name == "texture_model.skops"
     model = segdash.load_model(path)
     assert np.array_equal(model.predict(app.segmenter.image), app.segmenter.segmentation)
+
+
+def test_overlay_download_is_the_blended_overlay_segdash_apply_writes():
+    rng = np.random.default_rng(2)
+    image = (rng.random((128, 128)) * 3000 + 1000).astype(np.uint16)  # stretched for display
+    image[32:96, 32:96] += 20000
+    view = SegdashApp(image=image, image_name="deep.ome.tif")
+    try:
+        view.canvas.on_draw(browser_data(view, [([6, 120, 120], [6, 6, 120], 1, 3.0),
+                                                ([50, 78], [64, 64], 2, 3.0)]))
+        assert view.wait_idle(60)
+        seg = view.segmenter
+        download = view.cards.files.download_overlay
+        shown = np.asarray(Image.open(download.callback()))
+        assert download.filename == "deep_overlay.png"
+        expected = overlay_rgb(seg.image, seg.segmentation, seg.classes,
+                               *display_range(seg.image))
+        assert shown.dtype == np.uint8 and np.array_equal(shown, expected)
+        # The image under the colours is the one the canvas shows.
+        assert np.array_equal(view.canvas.base.data, to_display_rgb(image, *display_range(image)))
+    finally:
+        view.close()
 
 
 def test_labels_beyond_255_download_as_tiff(app):
@@ -652,8 +842,9 @@ def test_labels_beyond_255_download_as_tiff(app):
         {"x": [50, 78], "y": [64, 64], "label": 300, "width": 3}]}
     app.segmenter.load_strokes_json(json.dumps(doc))
     assert app.wait_idle(60)
-    buf = app._labels_file()
-    assert app.download_labels.filename.endswith(".tif")
+    download = app.cards.files.download_labels
+    buf = download.callback()
+    assert download.filename == "texture_labels.tif"
     assert set(np.unique(tifffile.imread(buf))) == {1, 300}
 
 
@@ -676,7 +867,7 @@ def test_segmenter_release_discards_a_running_training():
     seg = segdash.Segmenter(image=image, live_update=False)
     seg.add_stroke([2, 60], [2, 2], 1, 2)
     seg.add_stroke([20, 40], [32, 32], 2, 2)
-    seg.compute_features()
+    seg.feature_codes()
     seg.release()
     assert seg.image is None and seg._cache is None and seg.strokes == []
     assert seg.train() is None and seg.error == "open an image first"
@@ -689,12 +880,13 @@ def test_overlay_opacity_show_hide_and_uncertainty_view(app):
     paint_two_classes(app)
     assert app.wait_idle(60)
     assert set(np.unique(app.canvas.overlay[:, :, 3])) == {128}
-    app.opacity_slider.value = 1.0
+    results = app.cards.results
+    results.opacity_slider.value = 1.0
     assert set(np.unique(app.canvas.overlay[:, :, 3])) == {255}
-    app.overlay_toggle.value = False
+    results.overlay_toggle.value = False
     assert app.canvas.overlay[:, :, 3].max() == 0
-    app.overlay_toggle.value = True
-    app.view_select.value = "uncertainty"
+    results.overlay_toggle.value = True
+    results.view_select.value = "uncertainty"
     shown = app.canvas.overlay
     assert {tuple(p) for p in shown[:, :, :3].reshape(-1, 3)} == {(255, 0, 255)}
     unsure = app.segmenter.uncertainty

@@ -12,6 +12,10 @@ width column through a transform that converts image pixels to screen pixels at 
 current zoom, and the freehand tool's ``default_overrides`` stamp the selected class, colour
 and width on each new stroke in the browser, so a stroke shows in its class colour while it
 is drawn.
+
+The image is shown by :mod:`segdash.io.render`'s display rule (the one the overlay files
+use) with its display range computed once per image; the overlay over it is the
+segmentation or uncertainty in RGBA, as the Results card's view settings say.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 import holoviews as hv
 import numpy as np
@@ -27,6 +31,7 @@ import panel as pn
 from bokeh.core.properties import field
 from bokeh.models import CustomJS, CustomJSTransform, FreehandDrawTool
 
+from ..io.render import display_range, to_display_rgb
 from ..segmenter import Segmenter
 from ..strokes import Stroke
 from .display import (
@@ -35,7 +40,6 @@ from .display import (
     downsample,
     image_to_data,
     segmentation_rgba,
-    to_display_rgb,
     uncertainty_rgba,
 )
 
@@ -65,6 +69,22 @@ _RESYNC_JS = "source.setv({data: source.data}, {check_eq: false})"
 _Row = tuple[np.ndarray, np.ndarray, int, str, float]
 
 
+class Brush(NamedTuple):
+    """What the next stroke paints: class id, its colour, width in image pixels."""
+
+    class_id: int
+    color: str
+    width: float
+
+
+class OverlayView(NamedTuple):
+    """How the overlay is shown: at all, how opaque (0..1), and which result."""
+
+    show: bool = True
+    opacity: float = 0.5
+    view: str = "segmentation"  # or "uncertainty"
+
+
 def frame_size(shape: tuple[int, ...]) -> tuple[int, int]:
     """Plot frame (width, height) in screen pixels fitting an image of ``shape``."""
     h, w = int(shape[0]), int(shape[1])
@@ -80,31 +100,49 @@ class Canvas:
     segmenter : Segmenter
         The session state drawn.
     brush : callable
-        Returns ``(class_id, colour, width)`` of the next stroke (width in image pixels).
+        Returns the :class:`Brush` of the next stroke.
+    overlay_view : callable
+        Returns the :class:`OverlayView` the overlay follows.
     on_error : callable
         Called with a message for the user.
     """
 
+    #: Segmenter parameters the plot shows (see :meth:`refresh`).
+    watches: ClassVar[tuple[str, ...]] = (
+        "image", "classes", "strokes", "segmentation", "uncertainty", "model")
+
     def __init__(
         self,
         segmenter: Segmenter,
-        brush: Callable[[], tuple[int, str, float]],
+        brush: Callable[[], Brush],
+        overlay_view: Callable[[], OverlayView],
         on_error: Callable[[str], Any],
     ) -> None:
         self.segmenter = segmenter
         self._brush = brush
+        self._overlay_view = overlay_view
         self._on_error = on_error
         self.pane = pn.pane.HoloViews(None, linked_axes=False, margin=(5, 5))
-        self.show_overlay = True
-        self.opacity = 0.5
-        self.view = "segmentation"
         self._step = 1
+        #: Display range of the open image (:func:`segdash.io.render.display_range`).
+        self.display_range: tuple[np.ndarray, np.ndarray] | None = None
         self._pipe: hv.streams.Pipe | None = None
         self.base: hv.RGB | None = None  # the image as shown (downsampled when large)
         self.figure: Any = None  # the Bokeh figure, once rendered
         self._source: Any = None
         self._tool: FreehandDrawTool | None = None
         self._drawn: list[_Row] = []
+
+    def refresh(self, names: set[str]) -> None:
+        """Show what changed among the Segmenter's parameters ``names``."""
+        if "image" in names:
+            self.rebuild()
+        elif names & {"strokes", "classes"}:
+            self.sync_strokes()
+        if "classes" in names:
+            self.set_brush()
+        if names & {"segmentation", "uncertainty", "classes", "model", "image"}:
+            self.update_overlay()
 
     # -- building ---------------------------------------------------------------------
 
@@ -114,14 +152,17 @@ class Canvas:
         self.figure = self._source = self._tool = None
         self._drawn = []
         if image is None:
-            self._pipe = self.base = None
+            self._pipe = self.base = self.display_range = None
             self.pane.object = None
             return
         h, w = image.shape[:2]
         self._step = display_step(image.shape)
         bounds = (0, 0, w, h)
         fw, fh = frame_size(image.shape)
-        base = self.base = hv.RGB(to_display_rgb(downsample(image, self._step)), bounds=bounds)
+        # The whole image's range, so the downsampled copy looks like the image's files.
+        self.display_range = display_range(image)
+        shown = to_display_rgb(downsample(image, self._step), *self.display_range)
+        base = self.base = hv.RGB(shown, bounds=bounds)
         self._pipe = hv.streams.Pipe(data=self._overlay_data())
         overlay = hv.DynamicMap(partial(_rgba_element, bounds=bounds), streams=[self._pipe])
         path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL])
@@ -163,9 +204,9 @@ class Canvas:
         """Stamp the selected class, its colour and the width on the next stroke drawn."""
         if self._tool is None:
             return
-        class_id, color, width = self._brush()
+        brush = self._brush()
         self._tool.default_overrides = {
-            CLASS_COL: int(class_id), COLOR_COL: color, WIDTH_COL: float(width)}
+            CLASS_COL: int(brush.class_id), COLOR_COL: brush.color, WIDTH_COL: float(brush.width)}
 
     def _rows(self) -> list[_Row]:
         h = self.segmenter.image.shape[0] if self.segmenter.image is not None else 0
@@ -237,18 +278,19 @@ class Canvas:
 
     def _overlay_data(self) -> np.ndarray:
         seg = self.segmenter
+        view = self._overlay_view()
         empty = np.zeros((1, 1, 4), np.uint8)
-        if not self.show_overlay:
+        if not view.show:
             return empty
-        if self.view == "uncertainty":
+        if view.view == "uncertainty":
             if seg.uncertainty is None or seg.model is None:
                 return empty
             return uncertainty_rgba(downsample(seg.uncertainty, self._step),
-                                    len(seg.model.classes_), self.opacity)
+                                    len(seg.model.classes_), view.opacity)
         if seg.segmentation is None:
             return empty
         return segmentation_rgba(downsample(seg.segmentation, self._step), seg.classes,
-                                 self.opacity)
+                                 view.opacity)
 
     def update_overlay(self) -> None:
         """Send the overlay as the Segmenter's results and the view settings say."""
@@ -265,7 +307,7 @@ def _rgba_element(data: np.ndarray, bounds: tuple[int, int, int, int]) -> hv.RGB
     return hv.RGB(data, bounds=bounds, vdims=["R", "G", "B", "A"])
 
 
-def _browser_rows(data: dict, brush: Callable[[], tuple[int, str, float]]) -> list[_Row]:
+def _browser_rows(data: dict, brush: Callable[[], Brush]) -> list[_Row]:
     xs_all = data.get("xs") or []
     n = len(xs_all)
     default_class, default_color, default_width = brush()

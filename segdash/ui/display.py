@@ -1,8 +1,10 @@
-"""What the browser shows: display-sized RGB images and overlays, and coordinate conversions.
+"""What only the browser needs: display sizes, the canvas overlays, coordinates, text.
 
-Pure numpy (no Panel import), so it is tested without a browser. The browser shows images
-downsampled to at most :data:`MAX_DISPLAY_SIDE` pixels on their longer side; the server
-keeps and computes at full resolution. Plot data coordinates are full-resolution image
+Pure numpy (no Panel import), so it is tested without a browser. How an image is shown (its
+display range, its channels) is :mod:`segdash.io.render`'s one rule, shared with the files
+segdash writes; this module only decides how much of it the browser gets. The browser shows
+images downsampled to at most :data:`MAX_DISPLAY_SIDE` pixels on their longer side; the
+server keeps and computes at full resolution. Plot data coordinates are full-resolution image
 pixels with y pointing up (``bounds=(0, 0, W, H)``): pixel column ``c`` spans ``[c, c + 1)``
 in x, so its centre is ``x = c + 0.5``, and row ``r`` (from the top) has its centre at
 ``y = H - r - 0.5``.
@@ -10,7 +12,9 @@ in x, so its centre is ``x = c + 0.5``, and row ``r`` (from the top) has its cen
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -38,44 +42,6 @@ def downsample(arr: np.ndarray, step: int) -> np.ndarray:
     if step <= 1:
         return arr
     return arr[::step, ::step]
-
-
-def to_display_rgb(image: np.ndarray) -> np.ndarray:
-    """An image as ``(H, W, 3)`` uint8 for the browser.
-
-    uint8 images are shown as they are; other dtypes (16-bit, float, bool) are stretched
-    between their 0.5 and 99.5 percentiles. Grey becomes three equal channels, two channels
-    get an empty blue channel, more than three show the first three.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        ``(H, W)`` or ``(H, W, C)``, any numeric dtype.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(H, W, 3)`` uint8, C-contiguous.
-    """
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.dtype != np.uint8:
-        values = arr.astype(np.float32)
-        finite = values[np.isfinite(values)]
-        lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0))
-        if hi <= lo:
-            hi = lo + 1.0
-        values = np.nan_to_num((values - lo) * (255.0 / (hi - lo)), nan=0.0)
-        arr = np.clip(values, 0, 255).astype(np.uint8)
-    c = arr.shape[2]
-    if c == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    elif c == 2:
-        arr = np.concatenate([arr, np.zeros_like(arr[:, :, :1])], axis=2)
-    elif c > 3:
-        arr = arr[:, :, :3]
-    return np.ascontiguousarray(arr)
 
 
 def segmentation_rgba(
@@ -122,3 +88,31 @@ def text_color(background: str) -> str:
     r, g, b = hex_to_rgb(background)
     luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
     return "#000000" if luminance > 140 else "#ffffff"
+
+
+# Characters that start Markdown formatting (or Panel's math, between dollars) in a line,
+# and those that do so at the start of a line (headings, lists, numbered lists).
+_INLINE_SPECIAL = re.compile(r"([\\`*_\[\]~|$])")
+_LINE_START_SPECIAL = re.compile(r"^(\s*)([#+\-=]|\d+(?=[.)]))", re.MULTILINE)
+
+
+def markdown_text(text: str) -> str:
+    """``text`` (a file name, a message) to put in Markdown so that it shows literally.
+
+    HTML is written as entities (a file named ``<img onerror=...>.png`` stays a name) and
+    Markdown punctuation is backslash-escaped (``*draft*.png`` is not set in italics).
+    """
+    escaped = _INLINE_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))
+    return _LINE_START_SPECIAL.sub(_escape_line_start, escaped)
+
+
+def _escape_line_start(match: re.Match[str]) -> str:
+    indent, marker = match.group(1), match.group(2)
+    if marker.isdigit():  # "1. name": escape the dot or bracket after the number
+        return f"{indent}{marker}\\"
+    return f"{indent}\\{marker}"
+
+
+def html_text(text: str) -> str:
+    """``text`` to put in HTML (notifications render their message as HTML)."""
+    return html.escape(str(text))

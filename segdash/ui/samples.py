@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import read_image
+from ..io.naming import is_image_name
+from ..io.read import read_image
 
 #: The sample opened when the dashboard starts without an image.
 DEFAULT_SAMPLE = "coins.png"
-_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 def samples_dir() -> Path:
@@ -21,7 +21,7 @@ def samples_dir() -> Path:
 
 def sample_names() -> list[str]:
     """File names of the bundled sample images, sorted."""
-    return sorted(p.name for p in samples_dir().iterdir() if p.suffix.lower() in _SUFFIXES)
+    return sorted(p.name for p in samples_dir().iterdir() if is_image_name(p))
 
 
 def load_sample(name: str = DEFAULT_SAMPLE) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SegdashError
-from ..io import read_image
+from ..io.read import read_image
 
 log = logging.getLogger("segdash.ui")
 
@@ -49,11 +49,12 @@ def _exception_handler(exc: BaseException) -> None:
     import panel as pn
 
     from .app import user_message
+    from .display import html_text
 
     if not isinstance(exc, SegdashError | ValueError):
         log.error("unhandled error in a callback", exc_info=exc)
     if pn.state.notifications is not None:
-        pn.state.notifications.error(user_message(exc), duration=8000)
+        pn.state.notifications.error(html_text(user_message(exc)), duration=8000)
 
 
 def serve(

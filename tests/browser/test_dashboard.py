@@ -6,10 +6,13 @@ module; each test opens its own page, hence its own session.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from PIL import Image
 
 import segdash
+from segdash.io.render import display_range, overlay_rgb
 from segdash.ui.samples import DEFAULT_SAMPLE, load_sample
 
 from .pages import (
@@ -66,8 +69,13 @@ def test_two_class_strokes_make_an_overlay_and_the_files_say_so(page, server, co
     model = segdash.load_model(model_path)
     assert model.classifier == "random_forest" and list(model.classes_) == [1, 2]
     assert np.mean(model.predict(load_sample(DEFAULT_SAMPLE)) == labels) > 0.999
+    # The overlay file: the class colours blended over the image, as `segdash apply` writes.
     overlay_path = download(page, "Coloured overlay", tmp_path)
-    assert Image.open(overlay_path).mode == "RGBA"
+    assert overlay_path.name == "coins_overlay.png"
+    image = load_sample(DEFAULT_SAMPLE)
+    classes = [segdash.ClassInfo(1, "class 1", ORANGE), segdash.ClassInfo(2, "class 2", BLUE)]
+    assert np.array_equal(np.asarray(Image.open(overlay_path)),
+                          overlay_rgb(image, labels, classes, *display_range(image)))
     # The uncertainty view: one highlight colour, transparent where the model is sure.
     page.get_by_role("button", name="uncertainty").click()
     page.wait_for_function(f"(({OVERLAY_JS})() || {{}}).colours.join() === '#ff00ff'")
@@ -168,6 +176,20 @@ def test_uploading_an_image_opens_it(page, server, console, tmp_path):
     paint(page, [(50, 40), (110, 50)], 90)
     wait_status(page, r"trained random_forest")
     assert wait_overlay(page, 90 * 160)["shape"] == [90, 160]
+
+
+def test_file_names_show_as_text_not_as_markup(page, server, console, tmp_path):
+    open_app(page, server)
+    name = "<b>scan *1*_x &amp; more.png"
+    path = tmp_path / name
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(path)
+    upload(page, ".png", path)
+    # Rendered as HTML or Markdown, the name would read "scan 1_x & more.png".
+    page.get_by_text(f"{name}: 30x20, 1 channel(s), uint8", exact=True).wait_for(timeout=30_000)
+    bad = tmp_path / "<i>notes.png"
+    bad.write_text("not a picture")
+    upload(page, ".png", bad)
+    assert "not a PNG, JPEG or TIFF" in error_text(page, re.escape(f"{bad.name}: not a PNG"))
 
 
 def test_a_bad_upload_shows_an_error_and_the_session_keeps_working(page, server, console,

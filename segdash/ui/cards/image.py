@@ -1,0 +1,62 @@
+"""The Image card: a bundled sample or an uploaded image, and what is open."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import panel as pn
+
+from ...io.naming import IMAGE_SUFFIXES
+from ..display import markdown_text
+from ..samples import load_sample, sample_names
+from .base import Card, CardContext, note
+
+#: What the image upload offers to choose: the endings segdash reads images from.
+IMAGE_ACCEPT = ",".join(IMAGE_SUFFIXES)
+
+
+class ImageCard(Card):
+    """Choose a bundled sample or upload an image; what is open."""
+
+    title = "Image"
+    watches = ("image", "image_name")
+
+    def __init__(self, context: CardContext, **params: Any) -> None:
+        super().__init__(context, **params)
+        samples = sample_names()
+        name = self.segmenter.image_name
+        self.sample_select = pn.widgets.Select(
+            label="Sample image", options={"(choose a sample)": "", **{n: n for n in samples}},
+            value=name if name in samples else "")
+        self.sample_select.param.watch(self._on_sample, "value")
+        self.upload = pn.widgets.FileInput(accept=IMAGE_ACCEPT, multiple=False)
+        self._watch_upload(self.upload, self._open_upload)
+        self.info = pn.pane.Markdown("", margin=(0, 10))
+
+    def controls(self) -> list[Any]:
+        return [self.sample_select, note("Or upload PNG, JPEG or TIFF:"), self.upload,
+                self.info]
+
+    def refresh(self, names: set[str]) -> None:
+        seg = self.segmenter
+        img = seg.image
+        if img is None:
+            self.info.object = ""
+            return
+        channels = 1 if img.ndim == 2 else img.shape[2]
+        self.info.object = (f"**{markdown_text(seg.image_name)}**: {img.shape[1]}x"
+                            f"{img.shape[0]}, {channels} channel(s), {img.dtype}")
+
+    def _on_sample(self, event: Any) -> None:
+        if self._updating or not event.new:
+            return
+        self.context.clear_error()
+        self.context.worker.submit(partial(self._open_sample, event.new))
+
+    def _open_sample(self, name: str) -> None:
+        self.segmenter.set_image(load_sample(name), name)
+
+    def _open_upload(self, data: bytes, filename: str) -> None:
+        self.segmenter.open_file(data, filename)
+        self.context.on_ui(partial(self._set_quietly, self.sample_select, ""))
