@@ -24,6 +24,19 @@ import numpy as np
 from .parallel import run_parallel
 
 _MAX_COMPLETE_DEPTH = 12
+#: Largest complete layout built (bytes of its value table): deeper or wider ensembles use
+#: the general layout, whose size follows the real node count.
+_MAX_COMPLETE_BYTES = 256 * 2**20
+
+#: Bounds every tree is checked against before any walk (see :func:`validate_tree_arrays`).
+MAX_TREE_DEPTH = 512
+MAX_TREES = 100_000
+MAX_TOTAL_NODES = 20_000_000
+
+
+class TreeError(ValueError):
+    """A tree ensemble whose node arrays are unsafe to walk (out-of-range feature or child,
+    a cycle, NaN thresholds or values, too deep or too large)."""
 
 
 @dataclass
@@ -45,6 +58,7 @@ class CompiledTrees:
     link: str
     baseline: np.ndarray  # (K,)
     n_outputs: int  # probability columns
+    n_features: int = 0  # columns the codes must have (largest feature index + 1)
 
     @property
     def complete(self) -> bool:
@@ -89,7 +103,10 @@ def _forest_arrays(est: Any) -> TreeArrays | None:
     n = len(est.estimators_)
     for e in est.estimators_:
         t = e.tree_
-        v = np.asarray(t.value[:, 0, :], dtype=np.float64)
+        v = np.asarray(t.value, dtype=np.float64)
+        if v.ndim != 3 or v.shape[1] != 1:
+            raise TreeError(f"tree values of shape {v.shape}, expected (nodes, 1, classes)")
+        v = v[:, 0, :]
         v = v / np.maximum(v.sum(axis=1, keepdims=True), 1e-300) / n
         trees.append((t.feature, t.threshold, t.children_left, t.children_right, v))
     k = len(est.classes_)
@@ -97,9 +114,14 @@ def _forest_arrays(est: Any) -> TreeArrays | None:
 
 
 def _hist_boosting_arrays(est: Any) -> TreeArrays | None:
-    k_trees = est.n_trees_per_iteration_
+    k_trees = int(est.n_trees_per_iteration_)
+    n_classes = len(est.classes_)
+    if k_trees != (1 if n_classes == 2 else n_classes):
+        raise TreeError(f"{k_trees} trees per iteration for {n_classes} classes")
     trees = []
     for iteration in est._predictors:
+        if len(iteration) != k_trees:
+            raise TreeError(f"an iteration of {len(iteration)} trees, expected {k_trees}")
         for cls, pred in enumerate(iteration):
             nodes = pred.nodes
             if np.any(nodes["is_categorical"]):
@@ -110,9 +132,11 @@ def _hist_boosting_arrays(est: Any) -> TreeArrays | None:
             left = np.where(leaf, -1, nodes["left"].astype(np.int64))
             right = np.where(leaf, -1, nodes["right"].astype(np.int64))
             trees.append((nodes["feature_idx"], nodes["num_threshold"], left, right, v))
-    base = np.ravel(est._baseline_prediction).astype(np.float64)
+    base = np.ravel(np.asarray(est._baseline_prediction, dtype=np.float64))
+    if base.shape != (k_trees,):
+        raise TreeError(f"baseline of shape {base.shape}, expected ({k_trees},)")
     link = "logistic" if k_trees == 1 else "softmax"
-    return TreeArrays(trees, link, base, len(est.classes_))
+    return TreeArrays(trees, link, base, n_classes)
 
 
 #: Fully qualified estimator type name -> (reader, name of the fitted attribute that
@@ -149,26 +173,146 @@ def _reader_of(est: Any) -> tuple[Callable[[Any], TreeArrays | None], str] | Non
     return None
 
 
-def compile_trees(est: Any) -> CompiledTrees | None:
-    """Flatten a fitted estimator that has a reader in :data:`TREE_READERS`, or None."""
+def _tree_depth(f, th, left, right, v, k: int, n_features: int | None, where: str) -> int:
+    """Check one tree's node arrays (see :func:`validate_tree_arrays`); return its depth."""
+    arrays = [np.asarray(a) for a in (f, th, left, right)]
+    n = arrays[0].shape[0] if arrays[0].ndim == 1 else -1
+    if n < 1 or any(a.ndim != 1 or a.shape[0] != n for a in arrays):
+        raise TreeError(f"{where}: node arrays of different or no length")
+    f, th, left, right = arrays
+    if not all(np.issubdtype(a.dtype, np.integer) for a in (f, left, right)):
+        raise TreeError(f"{where}: feature or child indices are not integers")
+    v = np.asarray(v)
+    if v.shape != (n, k):
+        raise TreeError(f"{where}: values of shape {v.shape}, expected ({n}, {k})")
+    if not np.all(np.isfinite(v)):
+        raise TreeError(f"{where}: values that are not finite numbers")
+    internal = left >= 0
+    if np.any(~internal & ((left != -1) | (right != -1))):
+        i = int(np.argmax(~internal & ((left != -1) | (right != -1))))
+        raise TreeError(f"{where}: node {i} has children {int(left[i])}, {int(right[i])} "
+                        "(a leaf has -1, -1)")
+    nodes = np.flatnonzero(internal)
+    li, ri = left[nodes].astype(np.int64), right[nodes].astype(np.int64)
+    # Children numbered after their parent (how scikit-learn and its boosting both lay
+    # trees out) rules out every cycle, a child pointing back to the root included.
+    bad = (li <= nodes) | (ri <= nodes) | (li >= n) | (ri >= n) | (li == ri)
+    if bad.any():
+        i = nodes[np.argmax(bad)]
+        raise TreeError(f"{where}: node {i} has children {int(left[i])}, {int(right[i])} "
+                        f"outside {i + 1}..{n - 1} (a cycle or an index out of range)")
+    parents = np.bincount(np.concatenate([li, ri]), minlength=n)
+    if n > 1 and not np.all(parents[1:] == 1):
+        i = 1 + int(np.argmax(parents[1:] != 1))
+        raise TreeError(f"{where}: node {i} has {int(parents[i])} parents (not a tree)")
+    feat = f[nodes].astype(np.int64)
+    limit = n_features if n_features is not None else 65536
+    if feat.size and (feat.min() < 0 or feat.max() >= limit):
+        i = nodes[np.argmax((feat < 0) | (feat >= limit))]
+        raise TreeError(f"{where}: node {i} tests feature {int(f[i])}, outside 0..{limit - 1}"
+                        + (" (the model's features)" if n_features is not None else ""))
+    thr = np.asarray(th, dtype=np.float64)[nodes]
+    if np.isnan(thr).any():  # +-inf are meaningful ("all codes one way"), NaN is not
+        raise TreeError(f"{where}: a split threshold is NaN")
+    # Depth level by level: each node is visited once (one parent each), so this ends.
+    depth, frontier = 0, np.zeros(1, np.int64)
+    while True:
+        frontier = frontier[internal[frontier]]
+        if frontier.size == 0:
+            return depth
+        depth += 1
+        if depth > MAX_TREE_DEPTH:
+            raise TreeError(f"{where}: deeper than {MAX_TREE_DEPTH} levels")
+        frontier = np.concatenate([left[frontier], right[frontier]]).astype(np.int64)
+
+
+def validate_tree_arrays(arrays: TreeArrays, n_features: int | None = None) -> int:
+    """Check that every tree is safe to walk, before any walk; return the deepest depth.
+
+    Every internal node's feature index lies within ``n_features`` (the model's feature
+    count; below 65536 when not given), its children lie in the tree and are numbered after
+    it (so no path returns to a node: no cycle), every node but the root has exactly one
+    parent, no threshold is NaN, values are finite and of ``(n_nodes, K)``; at most
+    :data:`MAX_TREES` trees, :data:`MAX_TOTAL_NODES` nodes, :data:`MAX_TREE_DEPTH` levels.
+
+    Raises
+    ------
+    TreeError
+        The first problem found, naming the tree and node.
+    """
+    trees = arrays.trees
+    if not trees or len(trees) > MAX_TREES:
+        raise TreeError(f"{len(trees)} trees (1..{MAX_TREES} allowed)")
+    if arrays.link not in ("mean", "logistic", "softmax"):
+        raise TreeError(f"unknown link {arrays.link!r}")
+    base = np.asarray(arrays.baseline, dtype=np.float64)
+    if not np.all(np.isfinite(base)):
+        raise TreeError("baseline scores that are not finite numbers")
+    total = sum(np.shape(t[0])[0] if np.ndim(t[0]) else 0 for t in trees)
+    if total > MAX_TOTAL_NODES:
+        raise TreeError(f"{total} nodes in all (at most {MAX_TOTAL_NODES})")
+    k = np.shape(trees[0][4])[-1] if np.ndim(trees[0][4]) == 2 else -1
+    if k < 1 or base.shape != (k,):
+        raise TreeError("tree values and baseline do not agree on the number of outputs")
+    return max(_tree_depth(*t, k, n_features, f"tree {i}") for i, t in enumerate(trees))
+
+
+def read_trees(est: Any, n_features: int | None = None) -> tuple[TreeArrays, int] | None:
+    """The validated node arrays of a fitted ensemble with a reader, and their depth.
+
+    Returns None for an estimator without a reader in :data:`TREE_READERS`.
+
+    Raises
+    ------
+    TreeError
+        Trees unsafe to walk (:func:`validate_tree_arrays`), unreadable node arrays, or an
+        ensemble of a known type whose trees the reader cannot take (multi-output,
+        categorical splits): its own ``predict_proba`` would walk them unchecked.
+    """
     reader = _reader_of(est)
-    got = None if reader is None else reader[0](est)
-    if got is None:
+    if reader is None:
         return None
+    try:
+        got = reader[0](est)
+    except TreeError:
+        raise
+    except Exception as exc:  # damaged or foreign node arrays
+        raise TreeError(f"unreadable trees ({type(exc).__name__}: {exc})") from exc
+    if got is None:
+        raise TreeError(f"{type(est).__name__} with trees segdash cannot check "
+                        "(several outputs or categorical splits)")
+    return got, validate_tree_arrays(got, n_features)
+
+
+def check_trees(est: Any, n_features: int) -> None:
+    """Raise :class:`TreeError` unless ``est``'s trees are safe to walk on ``n_features``
+    features (a no-op for estimators without a reader)."""
+    read_trees(est, n_features)
+
+
+def compile_trees(est: Any) -> CompiledTrees | None:
+    """Flatten a fitted estimator that has a reader in :data:`TREE_READERS`, or None.
+
+    The trees are validated first (:func:`validate_tree_arrays`, against the estimator's
+    ``n_features_in_`` when it has one).
+
+    Raises
+    ------
+    TreeError
+        Trees unsafe to walk.
+    """
+    n_in = getattr(est, "n_features_in_", None)
+    read = read_trees(est, int(n_in) if isinstance(n_in, int | np.integer) else None)
+    if read is None:
+        return None
+    got, d = read
     trees, link, base, n_out = got.trees, got.link, got.baseline, got.n_outputs
     k = trees[0][4].shape[1]
-
-    def depth_of(left, right):
-        depth = np.zeros(len(left), np.int64)
-        for n in range(len(left)):  # parents come before children in both libraries
-            if left[n] >= 0:
-                depth[left[n]] = depth[right[n]] = depth[n] + 1
-        return int(depth.max())
-
-    d = max(depth_of(t[2], t[3]) for t in trees)
-    n_features = 1 + max(int(np.max(t[0], initial=0)) for t in trees)
-    if d <= _MAX_COMPLETE_DEPTH:
-        n_int, n_leaf = 2**d - 1, 2**d
+    n_features = 1 + max(int(np.max(np.where(np.asarray(t[2]) >= 0, t[0], 0), initial=0))
+                         for t in trees)
+    n_int, n_leaf = 2**d - 1, 2**d
+    complete_bytes = len(trees) * (n_int + n_leaf) * k * 4
+    if d <= _MAX_COMPLETE_DEPTH and complete_bytes <= _MAX_COMPLETE_BYTES:
         fdtype = np.uint8 if n_features <= 256 else np.uint16
         feat = np.zeros((len(trees), max(n_int, 1)), fdtype)
         thr = np.full((len(trees), max(n_int, 1)), 255, np.uint8)  # 255: always left
@@ -193,7 +337,7 @@ def compile_trees(est: Any) -> CompiledTrees | None:
                 stack.append((left[n], 2 * p + 1, dep + 1))
                 stack.append((right[n], 2 * p + 2, dep + 1))
         return CompiledTrees(d, feat, thr, val, None, None, None, link,
-                             base.astype(np.float32), n_out)
+                             base.astype(np.float32), n_out, n_features)
     sizes = [len(t[0]) for t in trees]
     offs = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     feat = np.concatenate([np.where(t[2] < 0, -1, t[0]) for t in trees]).astype(np.int32)
@@ -203,7 +347,8 @@ def compile_trees(est: Any) -> CompiledTrees | None:
     right = np.concatenate([np.where(t[3] < 0, 0, t[3] + o) for t, o in pairs])
     val = np.concatenate([t[4] for t in trees]).astype(np.float32)
     return CompiledTrees(d, feat, thr, val, left.astype(np.int32), right.astype(np.int32),
-                         offs.astype(np.int32), link, base.astype(np.float32), n_out)
+                         offs.astype(np.int32), link, base.astype(np.float32), n_out,
+                         n_features)
 
 
 
@@ -318,6 +463,10 @@ def predict_proba_codes(est: Any, codes: np.ndarray) -> np.ndarray:
             part = codes[start:start + _FOREIGN_CHUNK].astype(np.float32)
             out[start:start + _FOREIGN_CHUNK] = est.predict_proba(part)
         return out
+    if codes.ndim != 2 or codes.shape[1] < ct.n_features:
+        # the walk indexes codes by the trees' feature numbers: never past the row's end
+        raise ValueError(f"the trees test {ct.n_features} features; the codes have shape "
+                         f"{codes.shape}")
     k = ct.value.shape[-1]
     raw = np.zeros((codes.shape[0], k), np.float32)
     if ct.complete:
