@@ -356,8 +356,31 @@ def _checked_classes(classes_raw: list, estimator: Any) -> list[ClassInfo]:
     return classes
 
 
-def _load_checked(data: bytes, sample: bool = False) -> dict[str, Any]:
-    """Every check and the load itself, in this process (see :func:`loads`)."""
+def _context() -> dict[str, Any]:
+    """What the checking child must know of this process's registries: entries may be
+    registered in-process (notebooks, tests, the plugin kit), which a child does not see."""
+    trusted = {name: sorted(hook(entry, "trusted_types"))
+               for name, entry in registry.classifiers.load_all().items()}
+    return {"features": registry.features.names(), "trusted": trusted}
+
+
+def _lookup(reg: registry.Registry, meta: dict, what: str, context: dict | None,
+            known: list[str]) -> Any:
+    """The registry entry ``meta`` names; in the checking child, None for an entry only
+    the caller's process has (the caller checks it itself afterwards)."""
+    if context is not None and meta.get("name") not in reg.names() and meta.get("name") in known:
+        return None
+    return _entry(reg, meta, what)
+
+
+def _load_checked(data: bytes, context: dict | None = None,
+                  sample: bool = False) -> dict[str, Any]:
+    """Every check and the load itself (see :func:`loads`).
+
+    ``context`` is None in the caller's process; in the checking child it is
+    :func:`_context` of the caller, and checks that need an entry registered only in the
+    caller are left to the caller's own pass.
+    """
     import skops.io as sio
 
     zf = check_archive(data)
@@ -369,14 +392,17 @@ def _load_checked(data: bytes, sample: bool = False) -> dict[str, Any]:
     except Exception as exc:
         raise ModelFileError(f"model file is damaged or not a skops archive: {exc}") from exc
     # Only the named classifier's types: a plugin trusting more cannot open other files.
-    refused = sorted(untrusted - trusted_types(
-        schema["classifier_meta"] if schema["classifier"] else None))
+    name = schema["classifier"]
+    if context is not None and name in context["trusted"]:
+        trusted = set(context["trusted"][name])
+    else:
+        trusted = trusted_types(schema["classifier_meta"] if name else None)
+    refused = sorted(untrusted - trusted)
     if refused:
         raise ModelFileError(
             "model file refused: it holds types segdash does not trust (" + ", ".join(refused)
-            + ")" + (f" for the classifier {schema['classifier']!r}" if schema["classifier"]
-                     else "") + "; a model made by segdash holds only the estimator and "
-            "plain metadata")
+            + ")" + (f" for the classifier {name!r}" if name else "")
+            + "; a model made by segdash holds only the estimator and plain metadata")
     try:
         doc = sio.loads(data, trusted=sorted(untrusted))
     except Exception as exc:
@@ -403,28 +429,43 @@ def _load_checked(data: bytes, sample: bool = False) -> dict[str, Any]:
                              f"(1..{MAX_EXTRACTORS} allowed)")
     if clf_meta.get("name") != schema["classifier"]:
         raise ModelFileError("model file is damaged: its classifier entry is unreadable")
+    features_known = context["features"] if context else []
+    local = []
     for meta in feature_metas:
         if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
             raise ModelFileError("model file is damaged: bad feature entry")
-        _entry(registry.features, meta, "feature extractor")
-    _entry(registry.classifiers, clf_meta, "classifier")
+        local.append(_lookup(registry.features, meta, "feature extractor", context,
+                             features_known) is None)
+    _lookup(registry.classifiers, clf_meta, "classifier", context,
+            list(context["trusted"]) if context else [])
     settings = {m["name"]: _bounded_settings(m, f"feature extractor {m['name']!r}")
                 for m in feature_metas}
     clf_settings = _bounded_settings(clf_meta, "classifier")
-    try:
-        stack = FeatureStack([m["name"] for m in feature_metas], settings)
-        per_channel = len(stack.feature_names(1))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ModelFileError(f"model file is damaged: {exc}") from exc
-    if per_channel * n_channels > MAX_FEATURES:
-        raise ModelFileError(f"model file refused: {per_channel * n_channels} features per "
-                             f"pixel (the limit is {MAX_FEATURES})")
-    expected = len(stack.feature_names(n_channels))
+    stack = None
+    n_in = getattr(estimator, "n_features_in_", None)
+    if any(local):
+        # An extractor only the caller has: the child checks the trees against the
+        # classifier's own feature count, the caller against the extractors' afterwards.
+        if not isinstance(n_in, int | np.integer) or not 1 <= n_in <= MAX_FEATURES:
+            raise ModelFileError(f"model file refused: the classifier takes {n_in!r} features "
+                                 f"(1..{MAX_FEATURES} allowed)")
+        expected = int(n_in)
+    else:
+        try:
+            stack = FeatureStack([m["name"] for m in feature_metas], settings)
+            per_channel = len(stack.feature_names(1))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ModelFileError(f"model file is damaged: {exc}") from exc
+        if per_channel * n_channels > MAX_FEATURES:
+            raise ModelFileError(f"model file refused: {per_channel * n_channels} features "
+                                 f"per pixel (the limit is {MAX_FEATURES})")
+        expected = len(stack.feature_names(n_channels))
+    if n_in is None:
+        n_in = expected
     if not (callable(getattr(estimator, "predict_proba", None))
             and hasattr(estimator, "classes_")):
         raise ModelFileError("model file is damaged: it holds no fitted classifier")
     classes = _checked_classes(classes_raw, estimator)
-    n_in = getattr(estimator, "n_features_in_", expected)
     if n_in != expected:
         raise ModelFileError(
             f"model file is inconsistent: the classifier expects {n_in} features but its "
@@ -463,9 +504,13 @@ def _load_checked(data: bytes, sample: bool = False) -> dict[str, Any]:
     }
 
 
-def _check_isolated(data: bytes) -> dict[str, Any]:
-    """In the checking child: the whole load and a sample prediction; a JSON summary."""
-    parts = _load_checked(data, sample=True)
+def _check_isolated(payload: bytes) -> dict[str, Any]:
+    """In the checking child: the whole load and a sample prediction; a JSON summary.
+
+    ``payload``: 8 bytes of length, the caller's :func:`_context` as JSON, the file."""
+    n = int.from_bytes(payload[:8], "little")
+    context = json.loads(payload[8:8 + n])
+    parts = _load_checked(payload[8 + n:], context, sample=True)
     return {"classifier": parts["classifier"], "classes": [c.id for c in parts["classes"]]}
 
 
@@ -476,7 +521,9 @@ def _isolated_check(data: bytes) -> None:
     """Run :func:`_check_isolated` in a limited child; raise what it found or how it died."""
     limits = load_limits()
     try:
-        reply = sandbox.run_isolated("segdash.modelfile:_check_isolated", data, limits,
+        context = json.dumps(_context()).encode()
+        payload = len(context).to_bytes(8, "little") + context + data
+        reply = sandbox.run_isolated("segdash.modelfile:_check_isolated", payload, limits,
                                      preload=_PRELOAD)
     except sandbox.IsolatedFailure as exc:
         raise ModelFileError(

@@ -21,6 +21,7 @@ Unix only (``fork`` and ``resource``).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -279,6 +280,14 @@ class _Helper:
 
 
 _HELPER = _Helper()
+
+
+def _stop_helper() -> None:
+    with _HELPER.lock:
+        _HELPER._stop()
+
+
+atexit.register(_stop_helper)
 
 
 def run_isolated(func: str, payload: bytes, limits: Limits,
