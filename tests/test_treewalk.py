@@ -144,3 +144,72 @@ def test_estimators_without_a_compiled_walk_are_predicted_in_chunks(monkeypatch)
     assert calls == [16, 16, 16, 2]
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, original(codes.astype(np.float32)), rtol=1e-6)
+
+
+def _hostile_forest(edit, max_depth):
+    X, y = _codes_problem(2)
+    est = RandomForestClassifier(3, max_depth=max_depth, random_state=0).fit(X, y)
+    t = est.estimators_[1].tree_
+    edit(t, int(np.flatnonzero(t.children_left >= 0)[-1]))
+    return est, X
+
+
+@pytest.mark.parametrize("max_depth", [5, None])  # complete and general layouts
+def test_walk_refuses_a_feature_index_beyond_the_codes(max_depth):
+    from segdash.treewalk import TreeError
+
+    def edit(t, i):
+        t.feature[i] = 200
+
+    est, X = _hostile_forest(edit, max_depth)
+    with pytest.raises(TreeError, match="tree 1: node .* tests feature 200, outside 0..19"):
+        predict_proba_codes(est, X)
+
+
+@pytest.mark.parametrize("max_depth", [5, None])
+def test_walk_refuses_a_child_pointing_back_to_the_root(max_depth):
+    from segdash.treewalk import TreeError
+
+    def edit(t, i):
+        t.children_left[i] = 0
+
+    est, X = _hostile_forest(edit, max_depth)
+    with pytest.raises(TreeError, match="a cycle"):
+        compile_trees(est)
+
+
+def test_walk_refuses_children_shared_between_nodes():
+    from segdash.treewalk import TreeError
+
+    def edit(t, i):
+        internal = np.flatnonzero(t.children_left >= 0)
+        a, b = internal[-2], internal[-1]
+        t.children_left[b] = t.children_left[a] if t.children_left[a] > b else t.children_left[b]
+        t.children_right[b] = t.children_left[b]
+
+    est, X = _hostile_forest(edit, 5)
+    with pytest.raises(TreeError):
+        compile_trees(est)
+
+
+def test_walk_refuses_codes_with_fewer_columns_than_the_trees_test():
+    X, y = _codes_problem(2)
+    est = RandomForestClassifier(3, max_depth=5, random_state=0).fit(X, y)
+    est.n_features_in_ = 20
+    with pytest.raises(ValueError, match="the trees test"):
+        predict_proba_codes(est, X[:, :3])
+
+
+def test_wide_deep_ensembles_fall_back_to_the_general_layout():
+    # the complete layout pads every tree to 2**depth leaves: bounded in bytes
+    from segdash import treewalk
+
+    X, y = _codes_problem(3)
+    est = RandomForestClassifier(40, max_depth=12, random_state=0).fit(X, y)
+    old = treewalk._MAX_COMPLETE_BYTES
+    try:
+        treewalk._MAX_COMPLETE_BYTES = 1_000_000
+        assert not compile_trees(est).complete
+    finally:
+        treewalk._MAX_COMPLETE_BYTES = old
+    np.testing.assert_allclose(predict_proba_codes(est, X), est.predict_proba(X), atol=1e-5)

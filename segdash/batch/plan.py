@@ -9,6 +9,8 @@ then carries one input through the run, its tiles gathered into full-width bands
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError, SegdashError
-from ..io.naming import result_name
+from ..io.naming import RESULT_KINDS, result_name
 from ..io.sources import ImageSource, open_source
 from ..io.write import PngStreamWriter, TiffStreamWriter, temporary_path
 from ..model import SegmentationModel
@@ -81,6 +83,7 @@ class Job:
     futures: set = field(default_factory=set)
     written: int = 0
     error: str | None = None
+    kept: tuple[str, ...] = ()  # outputs a finished earlier run wrote, kept as they are
 
     @property
     def name(self) -> str:
@@ -93,6 +96,67 @@ class Job:
     @property
     def pixels(self) -> int:
         return self.source.frames * self.source.shape[0] * self.source.shape[1]
+
+
+class OutputFolderError(SegdashError):
+    """The output folder cannot be written (missing rights, read-only filesystem)."""
+
+
+def probe_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder``, so a folder that cannot be written is found
+    before any image is processed.
+
+    Raises
+    ------
+    OutputFolderError
+        The probe could not be written (its reason in the message).
+    """
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".segdash-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputFolderError(f"cannot write into the output folder {folder}: "
+                                f"{exc.strerror or exc}") from exc
+
+
+#: The temporary files :func:`segdash.io.write.temporary_path` makes of the results.
+_PART = re.compile(r"^\.(?P<name>.+_(?:" + "|".join(RESULT_KINDS)
+                   + r")\.(?:png|tif))\.(?P<pid>\d+)\.part$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Remove the temporary result files (``.NAME_labels.png.PID.part``...) that runs
+    killed mid-write left in ``folder``; return them.
+
+    Only files of segdash's own pattern whose process is gone are removed: a run still
+    writing into the same folder keeps its own, and nothing else is touched.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _PART.match(entry.name)
+        if m and entry.is_file(follow_symlinks=False) and not _alive(int(m["pid"])):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:  # gone meanwhile, or not ours to remove: left as it is
+                pass
+    return removed
 
 
 def output_paths(model: SegmentationModel, source: ImageSource,
@@ -170,14 +234,17 @@ def plan_jobs(model: SegmentationModel, files: Sequence[Path], opts: ApplyOption
     jobs : list of Job
         Inputs to process.
     failed : list of (name, reason)
-        Unreadable inputs, another channel count than the model's, clashing output names.
+        Unreadable inputs, another channel count than the model's, clashing output names,
+        outputs that would overwrite an input.
     skipped : list of (name, reason)
-        Inputs whose outputs exist (without ``--overwrite``).
+        Inputs whose outputs all exist (without ``--overwrite``: a re-run resumes). An
+        input with only some outputs is a job writing the missing ones (``Job.kept``).
     """
     jobs: list[Job] = []
     failed: list[tuple[str, str]] = []
     skipped: list[tuple[str, str]] = []
     claimed: dict[Path, str] = {}
+    inputs = {_resolved(p) for p in files}
     for path in files:
         try:
             source = open_source(path)
@@ -188,17 +255,32 @@ def plan_jobs(model: SegmentationModel, files: Sequence[Path], opts: ApplyOption
             failed.append((str(path), without_name(path.name, str(exc))))
             continue
         outputs = output_paths(model, source, opts)
+        # An input is never written over, --overwrite or not: it may be the only copy.
+        hit = [p for p in outputs.values() if _resolved(p) in inputs]
+        if hit:
+            failed.append((str(path), f"its output {hit[0]} is also an input of this run and "
+                                      "is never overwritten: write to another --out folder"))
+            continue
         clash = [claimed[p] for p in outputs.values() if p in claimed]
         if clash:
             failed.append((str(path), f"its outputs would overwrite those of {clash[0]} "
                                       "(inputs with the same name): rename one of them"))
             continue
-        existing = [p.name for p in outputs.values() if p.exists()]
-        if existing and not opts.overwrite:
-            skipped.append((str(path), f"{', '.join(existing)} exist(s) in {opts.out}; "
-                                       "use --overwrite to replace"))
-            continue
         claimed.update({p: str(path) for p in outputs.values()})
+        kept = [] if opts.overwrite else [p.name for p in outputs.values() if p.exists()]
+        if kept and len(kept) == len(outputs):
+            skipped.append((str(path), f"done already ({', '.join(kept)} exist(s) in "
+                                       f"{opts.out}); use --overwrite to replace"))
+            continue
+        # Resume: write only what is missing, keep what a run finished before.
+        outputs = {k: p for k, p in outputs.items() if p.name not in kept}
         jobs.append(Job(source, outputs, tile_chunks(source.shape[0], tile),
-                        tile_chunks(source.shape[1], tile)))
+                        tile_chunks(source.shape[1], tile), kept=tuple(kept)))
     return jobs, failed, skipped
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:  # a symlink loop: compared as given
+        return path.absolute()

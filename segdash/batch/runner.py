@@ -31,11 +31,14 @@ from .plan import (
     ApplyOptions,
     Bands,
     Job,
+    OutputFolderError,
     abort_job,
     close_job,
     error_text,
     open_writers,
     plan_jobs,
+    probe_writable,
+    remove_leftovers,
     without_name,
 )
 
@@ -97,6 +100,7 @@ class TileRunner:
             low, high = display_range(self.client.compute(sample_grid(image), sync=True))
             arrays["overlay"] = tiled_overlay(image, arrays["labels"], self.model.classes,
                                               low, high)
+        arrays = {k: a for k, a in arrays.items() if k in job.outputs}  # resumed: no labels
         kinds = list(arrays)
         grids = [arrays[k].to_delayed(optimize_graph=False) for k in kinds]
         pack = dask.delayed(_pack_tile, pure=True)
@@ -304,9 +308,14 @@ def run(model_path: str | Path, inputs: Sequence[str], opts: ApplyOptions) -> in
             opts.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _SetupError(f"cannot create the output folder {opts.out}: {exc}") from exc
-    except (_SetupError, ValueError) as exc:
+        probe_writable(opts.out)
+    except (_SetupError, OutputFolderError, ValueError) as exc:
         print(f"segdash apply: {exc}", file=sys.stderr)
         return 2
+    leftovers = remove_leftovers(opts.out)
+    if leftovers:
+        print(f"segdash apply: removed {len(leftovers)} unfinished file(s) of an interrupted "
+              f"run: {', '.join(p.name for p in leftovers)}", file=sys.stderr)
 
     files, failed = expand_inputs(inputs)
     jobs, bad, skipped = plan_jobs(model, files, opts, tile)
@@ -359,6 +368,10 @@ def run(model_path: str | Path, inputs: Sequence[str], opts: ApplyOptions) -> in
           f"{len(failed)} failed, {len(skipped)} skipped; results in {opts.out}", file=out)
     for item, reason in skipped:
         print(f"skipped: {item}: {reason}", file=out)
+    for job in done:
+        if job.kept:
+            print(f"kept: {job.source.path}: {', '.join(job.kept)} (from an earlier run; "
+                  "--overwrite to replace)", file=out)
     for item, reason in failed:
         print(f"failed: {item}: {reason}", file=out)
     return 1 if failed else 0

@@ -64,6 +64,8 @@ def _as_bytes(source: str | Path | bytes | IO[bytes]) -> tuple[bytes, str]:
         name = getattr(source, "name", "upload")
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"{name}: file too large ({len(data)} bytes)")
+    if not data:
+        raise ImageError(f"{name}: the file is empty (0 bytes)")
     return data, str(name)
 
 
@@ -80,9 +82,23 @@ def _check_pixels(name: str, h: int, w: int, max_pixels: int) -> None:
         )
 
 
+def _pillow_limit(image_module: Any) -> None:
+    """Align Pillow's decompression-bomb limit with :data:`MAX_IMAGE_PIXELS`.
+
+    Pillow refuses images over ``Image.MAX_IMAGE_PIXELS`` (default 89.5 M pixels, about
+    9459²) before segdash's own check sees them, so a 10000² PNG was refused although
+    segdash documents 16384². segdash raises Pillow's limit to its own (never lowers it);
+    its own check (``max_pixels``, from the header) stays the one that refuses.
+    """
+    current = image_module.MAX_IMAGE_PIXELS
+    if current is not None and current < MAX_IMAGE_PIXELS:
+        image_module.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
 def _read_pil(data: bytes, name: str, fmt: str, max_pixels: int) -> np.ndarray:
     from PIL import Image
 
+    _pillow_limit(Image)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

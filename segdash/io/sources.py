@@ -53,8 +53,7 @@ def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[tuple[str, str
         elif path.is_file():
             found = [path]
         elif glob.has_magic(item):
-            found = sorted(Path(p) for p in glob.glob(item, recursive=True)
-                           if Path(p).is_file() and is_image_name(p))
+            found = sorted(p for p in _glob(item) if p.is_file() and is_image_name(p))
             if not found:
                 errors.append((item, "no PNG, JPEG or TIFF file matches this pattern"))
         else:
@@ -69,6 +68,27 @@ def expand_inputs(items: Sequence[str]) -> tuple[list[Path], list[tuple[str, str
             seen.add(key)
             unique.append(f)
     return unique, errors
+
+
+def _glob(pattern: str) -> list[Path]:
+    """Paths matching ``pattern``; ``**`` recurses into folders but not through symbolic
+    links to folders, so a link loop (``a/loop -> a``) is not followed for ever.
+
+    ``glob.glob(recursive=True)`` follows such links (a loop expanded for minutes into
+    gigabytes); :meth:`pathlib.Path.glob` does not, from the pattern's fixed leading part.
+    """
+    if "**" not in pattern:
+        return [Path(p) for p in glob.glob(pattern)]
+    parts = Path(pattern).parts
+    fixed = 0
+    while fixed < len(parts) - 1 and not glob.has_magic(parts[fixed]):
+        fixed += 1
+    root = Path(*parts[:fixed]) if fixed else Path(".")
+    rest = str(Path(*parts[fixed:], *(["*"] if parts[-1] == "**" else [])))
+    try:
+        return list(root.glob(rest))
+    except (OSError, ValueError):
+        return []
 
 
 # -- lazy TIFF planes ----------------------------------------------------------------------
@@ -200,6 +220,8 @@ def open_source(path: Path) -> ImageSource:
             head = fh.read(8)
     except OSError as exc:
         raise ImageError(f"{path.name}: cannot read ({exc.strerror or exc})") from exc
+    if not head:
+        raise ImageError(f"{path.name}: the file is empty (0 bytes)")
     fmt = sniff_format(head)
     if fmt is None:
         raise ImageError(f"{path.name}: not a PNG, JPEG or TIFF image (unrecognised content)")

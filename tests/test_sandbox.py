@@ -1,0 +1,76 @@
+"""The isolated runner: whatever a child does to itself, the caller gets an answer."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+
+import pytest
+
+from segdash.sandbox import IsolatedFailure, Limits, run_isolated
+
+LIMITS = Limits(memory_bytes=300_000_000, cpu_seconds=3, wall_seconds=6)
+
+
+def echo(payload: bytes) -> dict:
+    return {"length": len(payload), "pid": os.getpid()}
+
+
+def segfault(payload: bytes) -> dict:
+    ctypes.string_at(0)
+    return {}
+
+
+def abort(payload: bytes) -> dict:
+    os.abort()
+
+
+def spin(payload: bytes) -> dict:
+    while True:
+        pass
+
+
+def sleep(payload: bytes) -> dict:
+    time.sleep(600)
+    return {}
+
+
+def allocate(payload: bytes) -> dict:
+    blocks = [bytearray(50_000_000) for _ in range(100)]  # 5 GB, over the 300 MB limit
+    return {"n": len(blocks)}
+
+
+def fails(payload: bytes) -> dict:
+    raise ValueError("<b>refused</b>")
+
+
+def _run(name: str, payload: bytes = b"x", limits: Limits = LIMITS) -> dict:
+    return run_isolated(f"tests.test_sandbox:{name}", payload, limits)
+
+
+def test_result_comes_back_as_json_from_another_process():
+    reply = _run("echo", b"a" * 1000)
+    assert reply == {"ok": True, "result": {"length": 1000, "pid": reply["result"]["pid"]}}
+    assert reply["result"]["pid"] != os.getpid()
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("segfault", "SIGSEGV"),
+    ("abort", "SIGABRT"),
+    ("spin", "CPU time"),
+    ("sleep", "longer than 6 s"),
+])
+def test_a_child_that_crashes_or_hangs_is_reported_and_the_caller_survives(name, why):
+    with pytest.raises(IsolatedFailure, match=why):
+        _run(name)
+    assert _run("echo")["ok"]  # the next call works
+
+
+def test_a_child_over_its_memory_limit_fails_with_memory_error():
+    reply = _run("allocate")
+    assert reply["ok"] is False and reply["error"] == "MemoryError"
+
+
+def test_an_exception_in_the_child_comes_back_as_text():
+    assert _run("fails") == {"ok": False, "error": "ValueError", "message": "<b>refused</b>"}
