@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from . import registry, sandbox
+from . import registry, sandbox, treewalk
 from ._version import __version__
 from .classes import ClassInfo, classes_from_dicts
 from .codes import Quantizer
@@ -361,7 +361,14 @@ def _context() -> dict[str, Any]:
     registered in-process (notebooks, tests, the plugin kit), which a child does not see."""
     trusted = {name: sorted(hook(entry, "trusted_types"))
                for name, entry in registry.classifiers.load_all().items()}
-    return {"features": registry.features.names(), "trusted": trusted}
+    # The limits as this process has them (an operator may have changed them here).
+    limits = {name: value for name, value in globals().items() if name.startswith("MAX_")}
+    trees = {name: getattr(treewalk, name) for name in _TREE_LIMITS}
+    return {"features": registry.features.names(), "trusted": trusted,
+            "limits": limits, "tree_limits": trees}
+
+
+_TREE_LIMITS = ("MAX_TREE_DEPTH", "MAX_TREES", "MAX_TOTAL_NODES")
 
 
 def _lookup(reg: registry.Registry, meta: dict, what: str, context: dict | None,
@@ -510,6 +517,10 @@ def _check_isolated(payload: bytes) -> dict[str, Any]:
     ``payload``: 8 bytes of length, the caller's :func:`_context` as JSON, the file."""
     n = int.from_bytes(payload[:8], "little")
     context = json.loads(payload[8:8 + n])
+    # This process is a throw-away fork: take the caller's limits as its own.
+    globals().update({k: int(v) for k, v in context["limits"].items() if k in globals()})
+    for name in _TREE_LIMITS:
+        setattr(treewalk, name, int(context["tree_limits"][name]))
     parts = _load_checked(payload[8 + n:], context, sample=True)
     return {"classifier": parts["classifier"], "classes": [c.id for c in parts["classes"]]}
 

@@ -304,3 +304,17 @@ def test_trusted_types_are_those_of_the_named_classifier_only(reckless_plugin):
     assert trusted_types("random_forest") == {"sklearn.tree._tree.Tree"}
     assert "posix.system" in trusted_types(reckless_plugin)
     assert "posix.system" not in trusted_types("gradient_boosting")
+
+
+def test_limits_changed_in_the_calling_process_apply_in_the_checking_child(forest,
+                                                                          monkeypatch):
+    from segdash import modelfile, treewalk
+
+    data = forest.to_bytes()
+    monkeypatch.setattr(modelfile, "MAX_CLASSES", 1)
+    with pytest.raises(ModelFileError, match=r"2 classes \(1\.\.1 allowed\)"):
+        model_from_bytes(data)
+    monkeypatch.setattr(modelfile, "MAX_CLASSES", 256)
+    monkeypatch.setattr(treewalk, "MAX_TREE_DEPTH", 2)
+    with pytest.raises(ModelFileError, match="deeper than 2 levels"):
+        model_from_bytes(data)
