@@ -220,10 +220,9 @@ def _helper_main(preload: Sequence[str]) -> None:  # pragma: no cover - a proces
 # -- the caller side -----------------------------------------------------------------------
 
 class _Helper:
-    """One helper process per caller process, started on first use, restarted if gone."""
+    """A helper process, started on first use, restarted if gone; one call at a time."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
         self.proc: subprocess.Popen | None = None
         self.owner = 0
         self.preload: tuple[str, ...] = ()
@@ -235,34 +234,37 @@ class _Helper:
         # space (what RLIMIT_AS counts) close to what is really used.
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    MALLOC_ARENA_MAX="2", SEGDASH_THREADS="1")
+        # The caller's import path, as absolute folders (the helper must import the same
+        # modules, and not whatever the current folder holds: hence -P).
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p or os.curdir) for p in sys.path)
         code = ("import sys; from segdash.sandbox import _helper_main; "
                 "_helper_main(sys.argv[1:])")
-        return subprocess.Popen([sys.executable, "-c", code, *preload], stdin=subprocess.PIPE,
+        return subprocess.Popen([sys.executable, "-P", "-c", code, *preload],
+                                stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, env=env, close_fds=True)
 
     def call(self, func: str, payload: bytes, limits: Limits,
              preload: tuple[str, ...]) -> dict:
-        with self.lock:
-            alive = self.proc is not None and self.proc.poll() is None
-            if not alive or self.owner != os.getpid() or not set(preload) <= set(self.preload):
-                self._stop()
-                self.preload = tuple(sorted(set(self.preload) | set(preload)))
-                self.proc = self._start(self.preload)
-                self.owner = os.getpid()
-            proc = self.proc
-            try:
-                _frame(proc.stdin, json.dumps({"func": func, "limits": asdict(limits)}).encode())
-                _frame(proc.stdin, payload)
-                proc.stdin.flush()
-                # The helper enforces the wall clock; allow for its own start-up (imports).
-                ready, _, _ = select.select([proc.stdout], [], [], limits.wall_seconds + 120)
-                if not ready:
-                    raise TimeoutError
-                return json.loads(_read_frame(proc.stdout, MAX_REPLY_BYTES + 4096))
-            except (OSError, EOFError, ValueError, TimeoutError) as exc:
-                self._stop()
-                raise IsolatedFailure(f"the isolated checker failed ({type(exc).__name__})"
-                                      ) from exc
+        alive = self.proc is not None and self.proc.poll() is None
+        if not alive or self.owner != os.getpid() or not set(preload) <= set(self.preload):
+            self._stop()
+            self.preload = tuple(sorted(set(self.preload) | set(preload)))
+            self.proc = self._start(self.preload)
+            self.owner = os.getpid()
+        proc = self.proc
+        try:
+            _frame(proc.stdin, json.dumps({"func": func, "limits": asdict(limits)}).encode())
+            _frame(proc.stdin, payload)
+            proc.stdin.flush()
+            # The helper enforces the wall clock; allow for its own start-up (imports).
+            ready, _, _ = select.select([proc.stdout], [], [], limits.wall_seconds + 120)
+            if not ready:
+                raise TimeoutError
+            return json.loads(_read_frame(proc.stdout, MAX_REPLY_BYTES + 4096))
+        except (OSError, EOFError, ValueError, TimeoutError) as exc:
+            self._stop()
+            raise IsolatedFailure(f"the isolated checker failed ({type(exc).__name__})"
+                                  ) from exc
 
     def _stop(self) -> None:
         if self.proc is not None and self.owner == os.getpid():
@@ -279,15 +281,33 @@ class _Helper:
         self.proc = None
 
 
-_HELPER = _Helper()
+class _Pool:
+    """Idle helpers; a call takes one (or starts one), so concurrent checks (two sessions
+    uploading at once) run side by side and a slow check does not hold up the others."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: list[_Helper] = []
+
+    def call(self, func: str, payload: bytes, limits: Limits,
+             preload: tuple[str, ...]) -> dict:
+        with self.lock:
+            helper = self.idle.pop() if self.idle else _Helper()
+        try:
+            return helper.call(func, payload, limits, preload)
+        finally:
+            with self.lock:
+                self.idle.append(helper)
+
+    def stop(self) -> None:
+        with self.lock:
+            for helper in self.idle:
+                helper._stop()
+            self.idle.clear()
 
 
-def _stop_helper() -> None:
-    with _HELPER.lock:
-        _HELPER._stop()
-
-
-atexit.register(_stop_helper)
+_HELPERS = _Pool()
+atexit.register(_HELPERS.stop)
 
 
 def run_isolated(func: str, payload: bytes, limits: Limits,
@@ -318,7 +338,7 @@ def run_isolated(func: str, payload: bytes, limits: Limits,
         The child was killed (a signal: ``SIGABRT``, ``SIGSEGV``, ``SIGKILL`` of the CPU
         limit...), ran out of wall-clock time, or did not reply. The message says which.
     """
-    end = _HELPER.call(func, payload, limits, tuple(preload))
+    end = _HELPERS.call(func, payload, limits, tuple(preload))
     if end["end"] == "timeout":
         raise IsolatedFailure(f"took longer than {limits.wall_seconds:g} s and was stopped")
     if end["end"] == "signal":

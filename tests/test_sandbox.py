@@ -55,15 +55,17 @@ def test_result_comes_back_as_json_from_another_process():
     assert reply["result"]["pid"] != os.getpid()
 
 
-@pytest.mark.parametrize(("name", "why"), [
-    ("segfault", "SIGSEGV"),
-    ("abort", "SIGABRT"),
-    ("spin", "CPU time"),
-    ("sleep", "longer than 6 s"),
+# spinning: 2 s of CPU well within the wall clock even on a loaded machine; sleeping: no
+# CPU at all, so only the wall clock stops it
+@pytest.mark.parametrize(("name", "why", "limits"), [
+    ("segfault", "SIGSEGV", LIMITS),
+    ("abort", "SIGABRT", LIMITS),
+    ("spin", "CPU time", Limits(300_000_000, 2, 120)),
+    ("sleep", "longer than 3 s", Limits(300_000_000, 60, 3)),
 ])
-def test_a_child_that_crashes_or_hangs_is_reported_and_the_caller_survives(name, why):
+def test_a_child_that_crashes_or_hangs_is_reported_and_the_caller_survives(name, why, limits):
     with pytest.raises(IsolatedFailure, match=why):
-        _run(name)
+        _run(name, limits=limits)
     assert _run("echo")["ok"]  # the next call works
 
 

@@ -102,7 +102,7 @@ class Card(pn.viewable.Viewer):
 
     def _on_upload(self, handler: Callable[[bytes, str], Any], event: Any) -> None:
         data = event.new
-        if not data:
+        if data is None:  # cleared; an empty file (b"") goes on and is reported as empty
             return
         widget = event.obj
         filename = str(getattr(widget, "filename", None) or "upload")
