@@ -57,7 +57,7 @@ MAX_MODEL_BYTES = 1_000_000_000
 MAX_UNCOMPRESSED_BYTES = 1_000_000_000
 MAX_MEMBER_BYTES = 512_000_000
 #: The skops schema (JSON: the document's structure and every plain value).
-MAX_SCHEMA_BYTES = 256_000_000
+MAX_SCHEMA_BYTES = 64_000_000
 #: Members of the archive, and nodes of its schema.
 MAX_MEMBERS = 200_000
 MAX_SCHEMA_NODES = 2_000_000
@@ -525,6 +525,12 @@ def _check_isolated(payload: bytes) -> dict[str, Any]:
     return {"classifier": parts["classifier"], "classes": [c.id for c in parts["classes"]]}
 
 
+def start_checker() -> None:
+    """Start the process that checks model files (3-5 s of imports), so that the first
+    upload does not wait for it: a server may call this when it starts."""
+    sandbox.run_isolated("segdash.sandbox:ping", b"", load_limits(), preload=_PRELOAD)
+
+
 _ERRORS = {"ModelFileError": ModelFileError, "MissingPluginError": MissingPluginError}
 
 
@@ -533,7 +539,7 @@ def _isolated_check(data: bytes) -> None:
     limits = load_limits()
     try:
         context = json.dumps(_context()).encode()
-        payload = len(context).to_bytes(8, "little") + context + data
+        payload = (len(context).to_bytes(8, "little"), context, data)
         reply = sandbox.run_isolated("segdash.modelfile:_check_isolated", payload, limits,
                                      preload=_PRELOAD)
     except sandbox.IsolatedFailure as exc:

@@ -63,9 +63,11 @@ class IsolatedFailure(RuntimeError):
     """The child did not return a result: killed by a signal, out of time, or broken."""
 
 
-def _frame(fh: BinaryIO, data: bytes) -> None:
-    fh.write(struct.pack("<Q", len(data)))
-    fh.write(data)
+def _frame(fh: BinaryIO, data: bytes | Sequence[bytes]) -> None:
+    parts = [data] if isinstance(data, bytes | bytearray | memoryview) else list(data)
+    fh.write(struct.pack("<Q", sum(len(p) for p in parts)))
+    for part in parts:  # written one after the other: no joined copy of a large payload
+        fh.write(part)
 
 
 def _read_exact(fh: BinaryIO, n: int) -> bytes:
@@ -145,7 +147,7 @@ def _wait(pid: int, deadline: float) -> tuple[int | None, bool]:
         time.sleep(0.01)
 
 
-def _run_one(func: str, limits: dict, payload: bytes) -> dict:
+def _run_one(func: str, limits: dict, payload: bytes, channel: int) -> dict:
     """In the helper: fork a child for one call and describe how it ended."""
     r, w = os.pipe()
     start = time.monotonic()
@@ -153,6 +155,9 @@ def _run_one(func: str, limits: dict, payload: bytes) -> dict:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child; it always ends in os._exit
         os.close(r)
+        os.close(channel)  # the helper's line to the caller is not the child's
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
         try:
             _child(func, limits, payload, w)
         finally:
@@ -203,8 +208,12 @@ def _helper_main(preload: Sequence[str]) -> None:  # pragma: no cover - a proces
             importlib.import_module(name)
         except Exception:  # the call that needs it reports the failure
             pass
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    # Children write only to their own pipe; keep stray prints off the protocol channel.
+    stdin = sys.stdin.buffer
+    # The replies go through a private copy of stdout; fd 1 itself becomes stderr, so
+    # anything a native library prints (in a child, say) cannot corrupt the replies.
+    channel = os.dup(1)
+    stdout = os.fdopen(channel, "wb")
+    os.dup2(2, 1)
     sys.stdout = sys.stderr
     while True:
         try:
@@ -212,7 +221,7 @@ def _helper_main(preload: Sequence[str]) -> None:  # pragma: no cover - a proces
             payload = _read_frame(stdin, 1 << 40)
         except EOFError:  # the caller closed the pipe (exited): so do we
             return
-        result = _run_one(header["func"], header["limits"], payload)
+        result = _run_one(header["func"], header["limits"], payload, channel)
         _frame(stdout, json.dumps(result).encode())
         stdout.flush()
 
@@ -243,7 +252,7 @@ class _Helper:
                                 stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, env=env, close_fds=True)
 
-    def call(self, func: str, payload: bytes, limits: Limits,
+    def call(self, func: str, payload: bytes | Sequence[bytes], limits: Limits,
              preload: tuple[str, ...]) -> dict:
         alive = self.proc is not None and self.proc.poll() is None
         if not alive or self.owner != os.getpid() or not set(preload) <= set(self.preload):
@@ -289,7 +298,7 @@ class _Pool:
         self.lock = threading.Lock()
         self.idle: list[_Helper] = []
 
-    def call(self, func: str, payload: bytes, limits: Limits,
+    def call(self, func: str, payload: bytes | Sequence[bytes], limits: Limits,
              preload: tuple[str, ...]) -> dict:
         with self.lock:
             helper = self.idle.pop() if self.idle else _Helper()
@@ -310,7 +319,12 @@ _HELPERS = _Pool()
 atexit.register(_HELPERS.stop)
 
 
-def run_isolated(func: str, payload: bytes, limits: Limits,
+def ping(payload: bytes) -> dict:
+    """A call that does nothing: :func:`run_isolated` of it starts a helper ahead of use."""
+    return {}
+
+
+def run_isolated(func: str, payload: bytes | Sequence[bytes], limits: Limits,
                  preload: Sequence[str] = ()) -> dict:
     """Call ``func(payload)`` in a forked child with ``limits``; return its JSON result.
 
@@ -319,8 +333,8 @@ def run_isolated(func: str, payload: bytes, limits: Limits,
     func : str
         ``"module:function"``, a function of one ``bytes`` argument returning a JSON-able
         dict. It may raise: the exception's class name and message come back.
-    payload : bytes
-        The untrusted bytes.
+    payload : bytes or sequence of bytes
+        The untrusted bytes (parts are sent one after the other and arrive joined).
     limits : Limits
         Memory, CPU time and wall-clock time of the child.
     preload : sequence of str

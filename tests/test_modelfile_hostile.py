@@ -172,7 +172,7 @@ def test_member_too_large_uncompressed_is_refused_before_reading(forest):
 
 
 def test_huge_schema_is_refused_before_reading(forest):
-    big = " " * 300_000_000  # 300 MB of JSON whitespace, 0.3 MB compressed
+    big = " " * 100_000_000  # 100 MB of JSON whitespace, 0.1 MB compressed
 
     def pad(schema: str) -> str:
         return schema + big

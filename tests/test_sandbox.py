@@ -76,3 +76,14 @@ def test_a_child_over_its_memory_limit_fails_with_memory_error():
 
 def test_an_exception_in_the_child_comes_back_as_text():
     assert _run("fails") == {"ok": False, "error": "ValueError", "message": "<b>refused</b>"}
+
+
+def prints(payload: bytes) -> dict:
+    os.write(1, b"native code printing to fd 1\n")
+    print("and Python printing")
+    return {"printed": True}
+
+
+def test_output_printed_by_the_child_does_not_corrupt_the_reply():
+    assert _run("prints") == {"ok": True, "result": {"printed": True}}
+    assert _run("echo", b"abc")["result"]["length"] == 3
