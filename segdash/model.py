@@ -339,11 +339,16 @@ class SegmentationModel:
 def model_from_bytes(data: bytes) -> SegmentationModel:
     """Load a model from the bytes of a model file, executing nothing in it.
 
+    The file is bounded and checked first in a short-lived child process with memory and
+    time limits (:func:`segdash.modelfile.loads`, docs/security.md), so a file that crashes
+    a native parser ends that child, not this process.
+
     Raises
     ------
     ModelFileError
-        Not a skops archive (pickle/joblib included), damaged, holding untrusted types, or
-        not a segdash model; MissingPluginError when it needs a plugin not installed.
+        Not a skops archive (pickle/joblib included), damaged, over a limit, holding
+        untrusted types or unsafe trees, not a segdash model, or fatal to the checking
+        child; MissingPluginError when it needs a plugin not installed.
     """
     return SegmentationModel(**modelfile.loads(data))
 
@@ -363,8 +368,8 @@ def load_model(path: str | Path) -> SegmentationModel:
     Raises
     ------
     ModelFileError
-        Refused or damaged file; MissingPluginError when a plugin the model needs is not
-        installed.
+        Refused or damaged file (checked as :func:`model_from_bytes` does);
+        MissingPluginError when a plugin the model needs is not installed.
     """
     return SegmentationModel(**modelfile.read(path))
 
