@@ -27,6 +27,7 @@ validated parts (:func:`loads`); :class:`segdash.model.SegmentationModel` is bui
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -88,7 +89,14 @@ def load_limits() -> sandbox.Limits:
 
 
 #: Modules the checking helper imports once (so each check is a fork, not a fresh Python).
-_PRELOAD = ("segdash.modelfile", "segdash.classifiers", "skops.io", "sklearn.ensemble")
+_PRELOAD = ("skops.io", "sklearn.ensemble", "segdash.modelfile:_warm_up")
+
+
+def _warm_up() -> None:
+    """In the checking helper, once: load every installed entry (entry-point scan, plugin
+    imports), which each check would otherwise repeat (about 0.5 s)."""
+    registry.features.load_all()
+    registry.classifiers.load_all()
 
 _PICKLE_HINT = (
     "pickle and joblib files are refused because loading them runs code; save models with "
@@ -495,8 +503,12 @@ def _load_checked(data: bytes, context: dict | None = None,
         # The estimator's own (native) prediction on a few codes: a model that crashes or
         # hangs there does so in the checking child, not in the caller.
         codes = np.random.default_rng(0).integers(0, 256, (64, expected)).astype(np.float32)
+        est = estimator
+        if getattr(est, "n_jobs", 1) not in (1, None):  # 64 rows: no thread pool (0.5 s)
+            est = copy.copy(est)
+            est.n_jobs = 1
         try:
-            proba = np.asarray(estimator.predict_proba(codes))
+            proba = np.asarray(est.predict_proba(codes))
         except Exception as exc:
             raise ModelFileError(f"model file is damaged: its classifier cannot predict "
                                  f"({type(exc).__name__}: {exc})") from exc

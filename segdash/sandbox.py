@@ -204,8 +204,11 @@ def _helper_main(preload: Sequence[str]) -> None:  # pragma: no cover - a proces
     import importlib
 
     for name in preload:
+        module, _, func = name.partition(":")
         try:
-            importlib.import_module(name)
+            imported = importlib.import_module(module)
+            if func:  # a warm-up function: what every child would otherwise redo
+                getattr(imported, func)()
         except Exception:  # the call that needs it reports the failure
             pass
     stdin = sys.stdin.buffer
@@ -338,7 +341,8 @@ def run_isolated(func: str, payload: bytes | Sequence[bytes], limits: Limits,
     limits : Limits
         Memory, CPU time and wall-clock time of the child.
     preload : sequence of str
-        Modules the helper imports once, before forking (what ``func`` needs).
+        Modules the helper imports once, before forking (what ``func`` needs);
+        ``"module:function"`` also calls that function (a warm-up) once.
 
     Returns
     -------
