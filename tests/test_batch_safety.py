@@ -97,7 +97,10 @@ def test_an_input_named_like_an_output_is_never_overwritten(model_path, tmp_path
 def test_recursive_glob_does_not_follow_a_symlink_loop(tmp_path):
     _image(tmp_path / "scans" / "day1", "a.png")
     _image(tmp_path / "scans" / "day2", "b.png")
+    # two links back up: following them, the paths double with each level (2**40 before
+    # the system's symlink limit stops it)
     os.symlink(tmp_path / "scans", tmp_path / "scans" / "day1" / "loop")
+    os.symlink(tmp_path / "scans", tmp_path / "scans" / "day2" / "again")
     # a child process, so a regression cannot hang the test run
     code = ("import sys; from segdash.io.sources import expand_inputs; "
             "print([str(p) for p in expand_inputs([sys.argv[1]])[0]])")
