@@ -25,3 +25,12 @@ class MissingPluginError(ModelFileError):
 
 class ImageError(SegdashError, ValueError):
     """An image that cannot be read or does not fit (format, size, channels)."""
+
+
+class ProjectError(SegdashError, ValueError):
+    """A project file that cannot be read or written: malformed, too large, naming a path
+    outside its folder, or an image that changed on disk."""
+
+
+class ProjectConflictError(ProjectError):
+    """Another session wrote the project file since this one read it (its revision moved)."""

@@ -13,8 +13,8 @@ import numpy as np
 from . import modelfile, registry
 from ._version import __version__
 from .classes import ClassInfo, default_class
-from .codes import Quantizer
-from .contract import hook, image_channels, settings_of
+from .codes import Quantizer, channel_range, sample_grid
+from .contract import check_output, hook, image_channels, prepare_image, settings_of
 from .errors import ImageError
 from .postprocess import labels_and_uncertainty, smooth_probabilities, smoothing_halo
 from .stack import FeatureStack
@@ -25,11 +25,8 @@ from .treewalk import predict_proba_codes
 MAX_TRAIN_PIXELS_PER_CLASS = 6_000
 
 
-def training_pixels(
-    codes: np.ndarray, labels: np.ndarray, max_per_class: int = MAX_TRAIN_PIXELS_PER_CLASS,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Feature rows and class ids of the painted pixels.
+def painted_rows(codes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows and class ids of every painted pixel, in row-major pixel order.
 
     Parameters
     ----------
@@ -37,8 +34,59 @@ def training_pixels(
         ``(H, W, F)`` feature codes (or features).
     labels : numpy.ndarray
         ``(H, W)`` integer class ids, 0 = unlabelled.
-    max_per_class : int
-        At most this many pixels per class, drawn at random (reproducibly) when more are painted.
+
+    Returns
+    -------
+    X : numpy.ndarray
+        ``(N, F)``, of ``codes``' dtype (a copy: ``codes`` can be dropped).
+    y : numpy.ndarray
+        ``(N,)`` class ids.
+    """
+    flat = np.asarray(labels).ravel()
+    idx = np.flatnonzero(flat)
+    return codes.reshape(-1, codes.shape[-1])[idx], flat[idx]
+
+
+def subsample_rows(
+    X: np.ndarray, y: np.ndarray, max_per_class: int = MAX_TRAIN_PIXELS_PER_CLASS,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_per_class`` rows per class, drawn at random (reproducibly), in order.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        ``(N, F)`` feature rows.
+    y : numpy.ndarray
+        ``(N,)`` class ids.
+
+    Returns
+    -------
+    X, y : numpy.ndarray
+        The kept rows, in their original order.
+    """
+    if not max_per_class:
+        return X, y
+    rng = np.random.default_rng(seed)
+    pos = np.arange(y.size)
+    keep = []
+    for cls in np.unique(y):
+        members = pos[y == cls]
+        if members.size > max_per_class:
+            members = np.sort(rng.choice(members, max_per_class, replace=False))
+        keep.append(members)
+    if not keep:
+        return X, y
+    idx = np.concatenate(keep)
+    return X[idx], y[idx]
+
+
+def training_pixels(
+    codes: np.ndarray, labels: np.ndarray, max_per_class: int = MAX_TRAIN_PIXELS_PER_CLASS,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows and class ids of the painted pixels (:func:`painted_rows`), at most
+    ``max_per_class`` per class (:func:`subsample_rows`).
 
     Returns
     -------
@@ -47,18 +95,80 @@ def training_pixels(
     y : numpy.ndarray
         ``(N,)`` class ids.
     """
-    flat = labels.ravel()
-    idx = np.flatnonzero(flat)
-    if max_per_class:
-        rng = np.random.default_rng(seed)
-        keep = []
-        for cls in np.unique(flat[idx]):
-            members = idx[flat[idx] == cls]
-            if members.size > max_per_class:
-                members = np.sort(rng.choice(members, max_per_class, replace=False))
-            keep.append(members)
-        idx = np.concatenate(keep) if keep else idx
-    return codes.reshape(-1, codes.shape[-1])[idx], flat[idx]
+    return subsample_rows(*painted_rows(codes, labels), max_per_class, seed)
+
+
+def check_classes(y: np.ndarray) -> None:
+    """Raise ValueError unless the class ids ``y`` hold at least two classes."""
+    present = np.unique(y)
+    present = present[present > 0]
+    if present.size < 2:
+        raise ValueError(
+            f"paint at least two classes to train; painted: "
+            f"{', '.join(map(str, present)) or 'nothing'}"
+        )
+
+
+def pooled_range(
+    ranges: Sequence[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray]:
+    """One channel range covering several images' :func:`~segdash.codes.channel_range`.
+
+    Parameters
+    ----------
+    ranges : sequence of (low, span)
+        ``(C,)`` arrays each, one pair per image or frame, all with the same C.
+
+    Returns
+    -------
+    low, span : numpy.ndarray
+        ``(C,)`` float64: the lowest low and the highest ``low + span``.
+    """
+    if not ranges:
+        raise ValueError("no image to take channel ranges from")
+    lows = np.array([np.asarray(lo, np.float64) for lo, _ in ranges])
+    highs = np.array([np.asarray(lo, np.float64) + np.asarray(sp, np.float64)
+                      for lo, sp in ranges])
+    if lows.ndim != 2 or len({lo.shape for lo in lows}) != 1:
+        raise ValueError("images with different channel counts cannot share a model")
+    low, high = lows.min(axis=0), highs.max(axis=0)
+    return low, np.where(high > low, high - low, 1.0)
+
+
+def shared_quantizer(
+    stack: FeatureStack, low: np.ndarray, span: np.ndarray, reference: Any = None,
+) -> Quantizer:
+    """The quantizer of a model trained on several images: the same codes on all of them.
+
+    Each extractor's ``quantizer(channel_low, channel_span)`` hook gets the pooled channel
+    range (:func:`pooled_range`); an extractor without one is coded linearly over the range
+    of its features on ``reference`` (the first image), as for a single image.
+
+    Parameters
+    ----------
+    stack : FeatureStack
+    low, span : numpy.ndarray
+        ``(C,)`` pooled channel range, in the images' units.
+    reference : array_like or callable, optional
+        ``(H, W[, C])`` image, or a function returning it (called only when needed); needed
+        only by extractors without a quantizer hook.
+    """
+    img = None
+    parts = []
+    n_ch = int(np.size(low))
+    for name, ext in stack.extractors:
+        q = hook(ext, "quantizer")(low, span)
+        if q is None:
+            if reference is None:
+                raise ValueError(f"feature extractor {name!r} needs a reference image")
+            if img is None:
+                img = prepare_image(reference() if callable(reference) else reference)
+            feats = check_output(name, ext, img)
+            size = len(ext.feature_names(n_ch))
+            q = Quantizer.from_sample(sample_grid(feats).reshape(-1, size))
+            del feats
+        parts.append(q)
+    return Quantizer.concatenate(parts)
 
 
 def check_labels(image_shape: Sequence[int], labels: Any) -> np.ndarray:
@@ -174,6 +284,38 @@ class SegmentationModel:
         labels = check_labels(codes.shape, labels)
         if codes.dtype != np.uint8:
             raise ValueError(f"train takes uint8 feature codes, got {codes.dtype}")
+        X, y = painted_rows(codes, labels)
+        return cls.train_rows(X, y, stack, quantizer, classifier, classifier_params,
+                              n_channels, classes)
+
+    @classmethod
+    def train_rows(
+        cls,
+        X: np.ndarray,
+        y: np.ndarray,
+        stack: FeatureStack,
+        quantizer: Quantizer,
+        classifier: str = "random_forest",
+        classifier_params: Mapping[str, Any] | None = None,
+        n_channels: int = 1,
+        classes: Sequence[ClassInfo] | None = None,
+    ) -> SegmentationModel:
+        """Fit on the feature codes of painted pixels, from one image or several.
+
+        Parameters
+        ----------
+        X : numpy.ndarray
+            ``(N, F)`` uint8 codes of painted pixels (:func:`painted_rows`, concatenated
+            over images in their order); at most :data:`MAX_TRAIN_PIXELS_PER_CLASS` per
+            class are used (:func:`subsample_rows`).
+        y : numpy.ndarray
+            ``(N,)`` their class ids; at least two classes.
+        stack, quantizer, classifier, classifier_params, n_channels, classes
+            As for :meth:`train`.
+        """
+        if X.dtype != np.uint8:
+            raise ValueError(f"train takes uint8 feature codes, got {X.dtype}")
+        check_classes(y)
         entry = registry.classifiers.get(classifier)
         params = dict(classifier_params or {})
         unknown = set(params) - (set(entry.param) - {"name"})
@@ -183,7 +325,7 @@ class SegmentationModel:
                 f"are {sorted(set(entry.param) - {'name'})}"
             )
         settings = entry(**params)
-        X, y = training_pixels(codes, labels)
+        X, y = subsample_rows(X, y)
         estimator = settings.build()
         threads = hook(settings, "fit_threads")
         if threads:
@@ -383,14 +525,18 @@ def fit(
     classifier_params: Mapping[str, Any] | None = None,
     classes: Sequence[ClassInfo] | None = None,
 ) -> SegmentationModel:
-    """Train a pixel classifier on the painted pixels of one image.
+    """Train a pixel classifier on the painted pixels of one image, or of several.
 
     Parameters
     ----------
-    image : array_like
-        ``(H, W)`` or ``(H, W, C)``, any integer or float dtype.
-    labels : array_like
-        ``(H, W)`` integers: 0 = unlabelled, 1..K = classes; at least two classes painted.
+    image : array_like or list of array_like
+        ``(H, W)`` or ``(H, W, C)``, any integer or float dtype; or a list of such images
+        (sizes may differ, channel counts may not): one model is trained on the painted
+        pixels of all of them. A stack is passed as the list of its frames.
+    labels : array_like or list of array_like
+        ``(H, W)`` integers: 0 = unlabelled, 1..K = classes; with a list of images, a list
+        of label images, one per image (an image without strokes is all 0). At least two
+        classes painted in all.
     features : str or sequence of str
         Registered feature extractor name(s); several are concatenated.
     classifier : str
@@ -406,12 +552,24 @@ def fit(
     -------
     SegmentationModel
 
+    Notes
+    -----
+    With several images, the features of all of them are coded with one quantizer, made
+    from the channel range pooled over every image (:func:`pooled_range`,
+    :func:`shared_quantizer`); only one image's features are in memory at a time, and only
+    the codes of its painted pixels are kept.
+
     Raises
     ------
     ValueError
-        Labels of another shape than the image, fewer than two classes painted, an unknown
-        feature extractor or classifier name (listing the available ones), unknown settings.
+        Labels of another shape than their image, as many label images as images not
+        given, images of different channel counts, fewer than two classes painted, an
+        unknown feature extractor or classifier name (listing the available ones), unknown
+        settings.
     """
+    if isinstance(image, list | tuple):
+        return fit_many(image, labels, features, classifier, feature_params,
+                        classifier_params, classes)
     image = np.asarray(image)
     channels = image_channels(image)
     labels = check_labels(image.shape, labels)
@@ -421,3 +579,59 @@ def fit(
     codes, quantizer = stack.codes(image)
     return SegmentationModel.train(codes, labels, stack, quantizer, classifier,
                                    classifier_params, channels, classes)
+
+
+def fit_many(
+    images: Sequence[Any],
+    labels: Sequence[Any],
+    features: str | Sequence[str] = "basic",
+    classifier: str = "random_forest",
+    feature_params: Mapping[str, Any] | None = None,
+    classifier_params: Mapping[str, Any] | None = None,
+    classes: Sequence[ClassInfo] | None = None,
+) -> SegmentationModel:
+    """:func:`fit` on several images (see there)."""
+    images = [np.asarray(im) for im in images]
+    if not isinstance(labels, list | tuple) or len(labels) != len(images):
+        raise ValueError(
+            f"give one label image per image: {len(images)} image(s), "
+            f"{len(labels) if isinstance(labels, list | tuple) else 'not a list of'} label "
+            "image(s)"
+        )
+    if not images:
+        raise ValueError("give at least one image")
+    channels = {image_channels(im) for im in images}
+    if len(channels) > 1:
+        raise ImageError(
+            f"the images have different channel counts ({sorted(channels)}): one model "
+            "needs images of one kind"
+        )
+    masks = []
+    for i, (im, lab) in enumerate(zip(images, labels, strict=True)):
+        lab = np.asarray(lab)
+        if lab.shape != im.shape[:2] or not np.issubdtype(lab.dtype, np.integer):
+            raise ValueError(
+                f"label image {i} has shape {lab.shape} and dtype {lab.dtype}; image {i} is "
+                f"{im.shape[:2]} (height, width): give integer labels of its size"
+            )
+        if lab.size and lab.min() < 0:
+            raise ValueError(f"label image {i}: labels must be >= 0 (0 = unlabelled)")
+        masks.append(lab)
+    stack = FeatureStack(features, feature_params)
+    registry.classifiers.get(classifier)
+    low, span = pooled_range([channel_range(prepare_image(im)) for im in images])
+    quantizer = shared_quantizer(stack, low, span, images[0])
+    Xs, ys = [], []
+    for im, lab in zip(images, masks, strict=True):
+        if not lab.any():
+            continue  # no strokes: its features are not needed
+        codes = stack.codes(im, quantizer)[0]
+        X, y = painted_rows(codes, lab)
+        del codes
+        Xs.append(X)
+        ys.append(y)
+    if not Xs:
+        check_classes(np.zeros(0, np.int64))
+    return SegmentationModel.train_rows(np.concatenate(Xs), np.concatenate(ys), stack,
+                                        quantizer, classifier, classifier_params,
+                                        channels.pop(), classes)

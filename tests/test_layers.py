@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("segdash.model",)),
     ("io", ("segdash.io", "segdash.io.read", "segdash.io.naming", "segdash.io.write",
             "segdash.io.render", "segdash.io.sources")),
+    ("project", ("segdash.project",)),
     ("tiling", ("segdash.tiling",)),
     ("session", ("segdash.segmenter",)),
     ("batch", ("segdash.batch", "segdash.batch.plan", "segdash.batch.runner")),
