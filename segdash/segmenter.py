@@ -16,25 +16,32 @@ import param
 from . import registry
 from .classes import ClassInfo, classes_from_dicts, default_class
 from .contract import image_channels, settings_of
-from .errors import ImageError, SegdashError
+from .errors import ImageError, ProjectError, SegdashError
 from .io.naming import result_name
 from .io.read import read_image
 from .io.render import display_range, overlay_rgb
 from .io.write import encode, write_labels, write_png
-from .model import SegmentationModel, check_labels, fit, model_from_bytes
+from .model import SegmentationModel, check_classes, check_labels, fit, model_from_bytes
+from .project import PaintedRows, Project, train_project
 from .stack import FeatureStack
 from .strokes import Stroke, rasterize_strokes, strokes_from_json, strokes_to_json
 from .treewalk import compile_trees, predict_proba_codes
 
 
 class Segmenter(param.Parameterized):
-    """Interactive segmentation of one image.
+    """Interactive segmentation of one image, or of a project of many.
 
     Inputs are the image, classes, strokes and the selected feature extractors and
     classifier with their settings. Outputs are parameters others can watch: ``labels``
     (painted mask), ``segmentation``, ``probabilities``, ``uncertainty``, ``model``,
     ``status`` and ``error``. Features are cached per image and feature settings: a new
     stroke retrains without recomputing them.
+
+    With a :class:`~segdash.project.Project` (:meth:`open_project`), ``image`` and
+    ``strokes`` are those of the current image and frame (:meth:`select` switches); every
+    change is saved to the project file; training uses the painted pixels of every image
+    and frame (:func:`~segdash.project.train_project`), keeping only their codes, while the
+    image on screen alone holds its full features.
     """
 
     image = param.Array(default=None, doc="(H, W) or (H, W, C) image being segmented.")
@@ -56,6 +63,12 @@ class Segmenter(param.Parameterized):
     error = param.String(default="", doc="The last user error, empty when none.")
     busy = param.Boolean(default=False, doc="Training or predicting is in progress.")
     feature_computations = param.Integer(default=0, doc="Times features were computed.")
+    project = param.ClassSelector(class_=Project, default=None,
+                                  doc="The open project (None: one image, nothing saved).")
+    current = param.Integer(default=0, doc="Index of the project image on screen.")
+    frame = param.Integer(default=0, doc="Frame of the current image (stacks).")
+    project_changes = param.Integer(default=0,
+                                    doc="Counts changes to the project's images and strokes.")
 
     def __init__(self, image: Any = None, **params: Any) -> None:
         params.setdefault("classes", [default_class(1), default_class(2)])
@@ -71,6 +84,11 @@ class Segmenter(param.Parameterized):
         #: it at once; the dashboard hands it to a worker thread.
         self.run_training: Callable[[Callable[[], Any]], Any] = lambda job: job()
         self._classifiers: dict[str, param.Parameterized] = {}
+        self._rows = PaintedRows()
+        self._quantizer_cache: tuple[tuple, Any] | None = None
+        self._syncing = False
+        #: Why the project could not be saved (shown until a save succeeds).
+        self._save_problem = ""
         _warm_up_once()
         if image is not None:
             self.set_image(image)
@@ -99,6 +117,7 @@ class Segmenter(param.Parameterized):
         return FeatureStack.from_objects([(n, self.extractor(n)) for n in self.features])
 
     def _on_settings(self, *events: Any) -> None:
+        self._save_settings()
         self._retrain_if_live()
 
     @param.depends("features", "classifier", watch=True)
@@ -110,7 +129,14 @@ class Segmenter(param.Parameterized):
         except SegdashError as exc:
             self.error = str(exc)
             return
+        self._save_settings()
         self._retrain_if_live()
+
+    @param.depends("classes", watch=True)
+    def _on_classes(self) -> None:
+        if self.project is not None and not self._syncing:
+            self.project.classes = list(self.classes)
+            self._save_project()
 
     @param.depends("live_update", watch=True)
     def _on_live(self) -> None:
@@ -135,7 +161,7 @@ class Segmenter(param.Parameterized):
         """
         arr = np.asarray(image)
         channels = image_channels(arr)
-        self._reset(image=arr, image_name=name or "image",
+        self._reset(image=arr, image_name=name or "image", project=None, current=0, frame=0,
                     labels=np.zeros(arr.shape[:2], np.uint16), error="",
                     status=f"opened a {arr.shape[1]}x{arr.shape[0]} image")
         if self.model is not None and self.model.n_channels == channels:
@@ -149,18 +175,166 @@ class Segmenter(param.Parameterized):
         ImageError
             Not a readable PNG, JPEG or TIFF image.
         """
+        if self.project is not None and self.project.file is not None:
+            entry = self.project.add_upload(data, filename)
+            self.project_changes += 1
+            self.select(self.project.images.index(entry))
+            return
         try:
             image = read_image(data)
         except ImageError as exc:
             raise ImageError(str(exc).replace("upload:", f"{filename}:", 1)) from exc
         self.set_image(image, filename)
 
+    # -- projects ---------------------------------------------------------------------
+
+    def open_project(self, project: Project, index: int = 0) -> None:
+        """Work on ``project``: its classes and settings become the session's, and image
+        ``index`` is opened with its strokes.
+
+        Raises
+        ------
+        ProjectError
+            The project has no image, or its settings name an extractor or classifier
+            setting that does not exist.
+        """
+        if not project.images:
+            raise ProjectError("the project has no image: add one first")
+        self._syncing = True
+        try:
+            self._reset(image=None, labels=None, model=None, project=None)
+            self._rows = PaintedRows()
+            self._save_problem = ""
+            self.classes = list(project.classes) or [default_class(1), default_class(2)]
+            try:
+                for name in project.features:
+                    self.extractor(name).param.update(**project.feature_params.get(name, {}))
+                self.classifier_settings(project.classifier).param.update(
+                    **project.classifier_params)
+            except (SegdashError, ValueError, TypeError) as exc:
+                raise ProjectError(f"project settings: {exc}") from exc
+            with param.parameterized.discard_events(self):
+                self.features = list(project.features)
+                self.classifier = project.classifier
+            self.project = project
+        finally:
+            self._syncing = False
+        # settings the file does not give (a new project) are the session's: record them
+        self._save_settings(only_if_changed=True)
+        first = next((i for i, img in enumerate(project.images) if not img.problem), index)
+        self.select(index if not project.images[index].problem else first)
+        self.status = (project.notice or
+                       f"opened a project of {len(project.images)} image(s)")
+
+    def select(self, index: int, frame: int = 0) -> None:
+        """Show image ``index`` (frame ``frame``) of the project with its strokes; the
+        current model's prediction is shown on it.
+
+        Raises
+        ------
+        ProjectError
+            The image changed on disk (fingerprint) or is missing: the session stays on
+            the image it was on.
+        ImageError
+            It no longer reads as an image.
+        """
+        project = self.project
+        if project is None:
+            raise ValueError("open a project first")
+        if not 0 <= index < len(project.images):
+            raise ValueError(f"no image {index} in the project")
+        entry = project.images[index]
+        if not 0 <= frame < entry.frames:
+            raise ValueError(f"{entry.name} has no frame {frame}")
+        arr = project.read(entry, frame)
+        model = self.model
+        self._reset(image=arr, image_name=entry.name, current=index, frame=frame,
+                    labels=np.zeros(arr.shape[:2], np.uint16), error=self._save_problem,
+                    status=f"opened {entry.name}" + (
+                        f", frame {frame + 1} of {entry.frames}" if entry.frames > 1 else ""))
+        strokes = project.strokes(entry, frame)
+        with self._lock:
+            self.param.update(strokes=strokes, labels=rasterize_strokes(strokes, arr.shape))
+        if model is not None and model.n_channels == image_channels(arr):
+            self._predict_current(model)
+        elif self._painted_classes() >= 2:
+            self._retrain_if_live()
+
+    def _painted_labels(self) -> np.ndarray:
+        if self.project is None:
+            found = {s.label for s in self.strokes}
+        else:
+            found = {s.label for img in self.project.images
+                     for ss in img.strokes.values() for s in ss}
+        return np.array(sorted(found), np.int64)
+
+    def _painted_classes(self) -> int:
+        return int(self._painted_labels().size)
+
+    def _predict_current(self, model: SegmentationModel) -> None:
+        """Show ``model``'s prediction on the current image (features made with the
+        project's quantizer when it is the model's)."""
+        def job() -> None:
+            with self._lock:
+                generation = self._generation
+            try:
+                codes = self.feature_codes()
+                q = self._quantizer_of(codes)
+                if q is not None and _same_quantizer(q, model.quantizer):
+                    proba = model.predict_proba_codes(codes)
+                else:
+                    proba = model.predict_proba(self.image)
+            except (SegdashError, ValueError) as exc:
+                self.error = str(exc)
+                return
+            with self._lock:
+                if generation == self._generation:
+                    self._publish(model, proba, f"{self.status}; shown with the current model")
+        self.run_training(job)
+
+    def _save_project(self) -> None:
+        """Save the project file; a failure (another writer, a full disk) is shown in
+        :attr:`error`, the session's work stays in memory."""
+        if self.project is None:
+            return
+        notice = self.project.notice
+        try:
+            self.project.save()
+        except ProjectError as exc:
+            self._save_problem = self.error = str(exc)
+            return
+        if self._save_problem:
+            self._save_problem = self.error = ""
+        if self.project.notice != notice:
+            self.status = self.project.notice
+
+    def _save_settings(self, only_if_changed: bool = False) -> None:
+        project = self.project
+        if project is None or self._syncing:
+            return
+        try:
+            now = (list(self.features), {n: settings_of(self.extractor(n))
+                                         for n in self.features},
+                   self.classifier, settings_of(self.classifier_settings()))
+        except SegdashError as exc:
+            self.error = str(exc)
+            return
+        before = (project.features, project.feature_params, project.classifier,
+                  project.classifier_params)
+        if only_if_changed and now == before:
+            return
+        (project.features, project.feature_params, project.classifier,
+         project.classifier_params) = now
+        self._save_project()
+
     def release(self) -> None:
         """Drop the image, strokes, cached features, results and model (a session ended).
 
-        A training still running when this is called discards its result.
+        A training still running when this is called discards its result. A project's
+        file keeps everything.
         """
-        self._reset(image=None, labels=None, model=None, status="closed")
+        self._rows = PaintedRows()
+        self._reset(image=None, labels=None, model=None, project=None, status="closed")
 
     def _reset(self, **updates: Any) -> None:
         """Forget strokes, redo history, cached features and results (training in flight
@@ -192,6 +366,11 @@ class Segmenter(param.Parameterized):
     def remove_class(self, class_id: int) -> None:
         """Remove a class and its strokes."""
         self.class_info(class_id)
+        if self.project is not None:
+            for img in self.project.images:
+                for f in list(img.strokes):
+                    self.project.set_strokes(img, f, [s for s in img.strokes[f]
+                                                      if s.label != class_id], save=False)
         self.classes = [c for c in self.classes if c.id != class_id]
         self._redo = [s for s in self._redo if s.label != class_id]
         self._set_strokes([s for s in self.strokes if s.label != class_id])
@@ -269,6 +448,10 @@ class Segmenter(param.Parameterized):
         with self._lock:
             self._generation += 1
             self.param.update(strokes=strokes, labels=rasterize_strokes(strokes, shape))
+        if self.project is not None:
+            self.project.set_strokes(self.current, self.frame, strokes, save=False)
+            self._save_project()
+            self.project_changes += 1
         self._retrain_if_live()
 
     def strokes_json(self) -> str:
@@ -315,15 +498,30 @@ class Segmenter(param.Parameterized):
             float32 features' memory, and what the built-in classifiers predict from fastest.
         """
         stack = self.feature_stack()
-        key = (self._image_token, stack.key())
+        shared = self._project_quantizer(stack)
+        key = (self._image_token, stack.key(), None if shared is None else id(shared))
         with self._lock:
             if self._cache_key == key and self._cache is not None:
                 return self._cache[0]
-        codes, quantizer = stack.codes(self.image)
+        codes, quantizer = stack.codes(self.image, shared)
         with self._lock:
             self._cache_key, self._cache = key, (codes, quantizer)
             self.feature_computations += 1
         return codes
+
+    def _project_quantizer(self, stack: FeatureStack) -> Any:
+        """The project's quantizer for ``stack`` (None without a project), cached while the
+        images and feature settings stay the same."""
+        project = self.project
+        if project is None:
+            return None
+        key = (stack.key(), tuple((i.path, i.low, i.span) for i in project.images))
+        cached = self._quantizer_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        q = project.quantizer(stack)
+        self._quantizer_cache = (key, q)
+        return q
 
     def _quantizer_of(self, codes: np.ndarray) -> Any:
         """The quantizer that made cached ``codes`` (None if the cache moved on)."""
@@ -351,9 +549,12 @@ class Segmenter(param.Parameterized):
             self.error = "open an image first"
             return None
         try:
-            check_labels(image.shape, labels)
+            if self.project is None:
+                check_labels(image.shape, labels)
+            else:
+                check_classes(self._painted_labels())
         except ValueError as exc:
-            self.param.update(error="", status=str(exc), segmentation=None,
+            self.param.update(error=self._save_problem, status=str(exc), segmentation=None,
                               probabilities=None, uncertainty=None)
             return None
         self.busy = True
@@ -362,10 +563,21 @@ class Segmenter(param.Parameterized):
             quantizer = self._quantizer_of(codes)
             if quantizer is None:
                 return None  # the image or the feature settings changed meanwhile
-            model = SegmentationModel.train(
-                codes, labels, self.feature_stack(), quantizer, self.classifier,
-                settings_of(self.classifier_settings()), image_channels(image), self.classes,
-            )
+            if self.project is None:
+                model = SegmentationModel.train(
+                    codes, labels, self.feature_stack(), quantizer, self.classifier,
+                    settings_of(self.classifier_settings()), image_channels(image),
+                    self.classes,
+                )
+                painted = int(np.count_nonzero(labels))
+            else:
+                model = train_project(
+                    self.project, self._rows, self.feature_stack(),
+                    settings_of(self.classifier_settings()),
+                    current=(self.current, self.frame, codes), quantizer=quantizer,
+                )
+                model.classes = [self._class_or(c) for c in model.classes]
+                painted = None
             proba = model.predict_proba_codes(codes)
         except (SegdashError, ValueError) as exc:
             with self._lock:
@@ -377,9 +589,17 @@ class Segmenter(param.Parameterized):
         with self._lock:
             if generation != self._generation:
                 return None  # superseded: a newer request will publish its own result
-            self._publish(model, proba, f"trained {self.classifier} on "
-                          f"{int(np.count_nonzero(labels))} painted pixels")
+            what = (f"{painted} painted pixels" if painted is not None else
+                    f"the painted pixels of {len(self.project.painted())} image(s)/frame(s)")
+            self._publish(model, proba, f"trained {self.classifier} on {what}")
         return model
+
+    def _class_or(self, info: ClassInfo) -> ClassInfo:
+        for c in self.classes:
+            if c.id == info.id:
+                return c
+        return info
+
 
     def _publish(self, model: SegmentationModel, proba: np.ndarray, status: str) -> None:
         segmentation, uncertainty = model.labels_and_uncertainty(proba)
@@ -388,14 +608,15 @@ class Segmenter(param.Parameterized):
             probabilities=proba,
             segmentation=segmentation,
             uncertainty=uncertainty,
-            error="",
+            error=self._save_problem,
             status=status,
         )
 
     def apply_model(self, model: SegmentationModel) -> None:
         """Segment the open image with a given (e.g. uploaded) model.
 
-        Classes missing from the session are added with the model's names and colours.
+        The model's classes bring their names and colours: classes of the same id are
+        renamed and recoloured, missing ones added.
 
         Raises
         ------
@@ -407,10 +628,10 @@ class Segmenter(param.Parameterized):
         model.check_image(self.image)
         with self._lock:
             self._generation += 1
-        known = {c.id for c in self.classes}
-        extra = [c for c in model.classes if c.id not in known]
-        if extra:
-            self.classes = sorted([*self.classes, *extra], key=lambda c: c.id)
+        theirs = {c.id: c for c in model.classes}
+        merged = [theirs.pop(c.id, c) for c in self.classes]
+        if merged != self.classes or theirs:
+            self.classes = sorted([*merged, *theirs.values()], key=lambda c: c.id)
         proba = model.predict_proba(self.image)
         self._publish(model, proba, f"applied a model ({model.classifier}, "
                       f"{len(model.classes_)} classes)")
@@ -461,6 +682,11 @@ class Segmenter(param.Parameterized):
         if kind == "model":
             return name, model.to_bytes()
         raise ValueError(f"unknown result {kind!r}: labels, overlay, model or annotations")
+
+
+def _same_quantizer(a: Any, b: Any) -> bool:
+    return (len(a) == len(b) and np.array_equal(a.offset, b.offset)
+            and np.array_equal(a.scale, b.scale) and np.array_equal(a.kind, b.kind))
 
 
 def warm_up() -> None:
