@@ -827,3 +827,91 @@ def train_project(
 def folder_images(folder: str | Path) -> list[Path]:
     """The image files directly in ``folder`` (by name: PNG, JPEG, TIFF), sorted."""
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image_name(p))
+
+
+def project_inputs(
+    items: Sequence[str], root: str | Path | None = None,
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """``segdash apply``'s inputs with each project file replaced by its images' paths.
+
+    Parameters
+    ----------
+    items : sequence of str
+        Files, folders and globs; a file ending in ``.json`` is read as a project file.
+    root : path, optional
+        The folder of the projects' images (default: each project file's folder).
+
+    Returns
+    -------
+    items : list of str
+        The other items as given, project files expanded in their images' order.
+    errors : list of (str, str)
+        Project files that could not be read, and why.
+    """
+    out: list[str] = []
+    errors: list[tuple[str, str]] = []
+    for item in items:
+        path = Path(item)
+        if path.suffix.lower() != ".json" or not path.is_file():
+            out.append(item)
+            continue
+        try:
+            project = Project.load(path, root)
+        except ProjectError as exc:
+            errors.append((item, str(exc)))
+            continue
+        if not project.images:
+            errors.append((item, "the project has no image"))
+        out.extend(str(project.root / img.path) for img in project.images)
+    return out, errors
+
+
+def locate(
+    items: Sequence[str | Path], project: str | Path | None = None,
+) -> tuple[Path, Path, list[Path]]:
+    """Where the project of ``segdash serve ITEMS... [--project FILE]`` lives.
+
+    Parameters
+    ----------
+    items : sequence of path
+        Image files and folders (a folder's images, by name, not recursive).
+    project : path, optional
+        The project file; by default ``segdash-project.json`` in the folder holding all
+        the items (the one folder given, or the images' common folder).
+
+    Returns
+    -------
+    file : Path
+        The project file.
+    root : Path
+        The folder image paths are relative to: the project file's folder.
+    paths : list of Path
+        The image files named, in order.
+
+    Raises
+    ------
+    ProjectError
+        An item does not exist, a folder holds no image, or nothing names a project.
+    """
+    paths: list[Path] = []
+    folders: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = folder_images(p)
+            if not found:
+                raise ProjectError(f"{p} holds no PNG, JPEG or TIFF image")
+            paths += found
+            folders.append(p.resolve())
+        elif p.is_file():
+            paths.append(p)
+            folders.append(p.resolve().parent)
+        else:
+            raise ProjectError(f"{p}: no such file or folder")
+    if project is not None:
+        file = Path(project).absolute()
+    elif folders:
+        file = Path(os.path.commonpath([str(f) for f in folders])) / DEFAULT_NAME
+    else:
+        raise ProjectError("name a folder, images or a project file")
+    return file, file.parent.resolve(), paths

@@ -26,6 +26,7 @@ from ..errors import SegdashError
 from ..io.render import display_range
 from ..io.sources import expand_inputs
 from ..model import SegmentationModel, load_model
+from ..project import project_inputs
 from ..tiling import check_tile, tiled_labels, tiled_overlay, tiled_proba
 from .plan import (
     ApplyOptions,
@@ -317,7 +318,9 @@ def run(model_path: str | Path, inputs: Sequence[str], opts: ApplyOptions) -> in
         print(f"segdash apply: removed {len(leftovers)} unfinished file(s) of an interrupted "
               f"run: {', '.join(p.name for p in leftovers)}", file=sys.stderr)
 
+    inputs, from_projects = project_inputs(inputs)
     files, failed = expand_inputs(inputs)
+    failed = from_projects + failed
     jobs, bad, skipped = plan_jobs(model, files, opts, tile)
     failed += bad
     client = cluster = None

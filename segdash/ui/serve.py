@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SegdashError
+from ..errors import ProjectError, SegdashError
 from ..io.read import read_image
+from ..project import Project, locate
 
 log = logging.getLogger("segdash.ui")
 
@@ -33,13 +34,18 @@ def websocket_origins(port: int, address: str | None,
     return origins
 
 
-def create_session(image: np.ndarray | None = None, image_name: str | None = None):
-    """Build the page of one browser session (its own Segmenter) and free it at the end."""
+def create_session(image: np.ndarray | None = None, image_name: str | None = None,
+                   project_file: Path | None = None, root: Path | None = None):
+    """Build the page of one browser session (its own Segmenter) and free it at the end.
+
+    With ``project_file``, the session opens the project as the file holds it now (a
+    reloaded page or a restarted server finds every stroke again)."""
     import panel as pn
 
     from .app import SegdashApp
 
-    app = SegdashApp(image=image, image_name=image_name)
+    project = Project.open(project_file, root=root) if project_file is not None else None
+    app = SegdashApp(image=image, image_name=image_name, project=project)
     pn.state.on_session_destroyed(lambda context: app.close())
     return app.template()
 
@@ -64,6 +70,8 @@ def serve(
     show: bool = False,
     num_threads: int | None = None,
     allow_websocket_origin: Sequence[str] | None = None,
+    images: Sequence[str | Path] = (),
+    project: str | Path | None = None,
 ) -> int:
     """Serve the dashboard until interrupted.
 
@@ -71,6 +79,10 @@ def serve(
     ----------
     image : path, optional
         Image every new session opens (default: a bundled sample). Read once, at start.
+    images : sequence of path
+        Image files and folders opened as one project (see :func:`segdash.project.locate`).
+    project : path, optional
+        The project file (default: ``segdash-project.json`` beside the images).
     port : int
         Port to listen on.
     address : str, optional
@@ -86,9 +98,25 @@ def serve(
     Returns
     -------
     int
-        Exit status: 2 when the image cannot be read, else 0 after the server stops.
+        Exit status: 2 when the image or project cannot be read, else 0 after the server
+        stops.
     """
     array, name = None, None
+    project_file = root = None
+    if images or project is not None:
+        try:
+            project_file, root, paths = locate(images, project)
+            opened = Project.open(project_file, paths, root)
+            if not opened.images:
+                raise ProjectError(f"{project_file}: the project has no image")
+        except (SegdashError, OSError) as exc:
+            print(f"segdash serve: {exc}", file=sys.stderr)
+            return 2
+        for img in opened.images:
+            if img.problem:
+                print(f"segdash serve: {img.problem}", file=sys.stderr)
+        print(f"segdash serve: project {project_file} ({len(opened.images)} image(s))"
+              + (f"; {opened.notice}" if opened.notice else ""), flush=True)
     if image is not None:
         try:
             array = read_image(image)
@@ -113,7 +141,7 @@ def serve(
     pn.config.notifications = True
     pn.config.exception_handler = _exception_handler
     pn.serve(
-        lambda: create_session(array, name),
+        lambda: create_session(array, name, project_file, root),
         port=port,
         address=address,
         show=show,
