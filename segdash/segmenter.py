@@ -19,7 +19,7 @@ from .contract import image_channels, settings_of
 from .errors import ImageError, ProjectError, SegdashError
 from .io.naming import result_name
 from .io.read import read_image
-from .io.render import display_range, overlay_rgb
+from .io.render import display_range, overlay_rgb, to_display_rgb
 from .io.write import encode, write_labels, write_png
 from .model import SegmentationModel, check_classes, check_labels, fit, model_from_bytes
 from .project import PaintedRows, Project, train_project
@@ -259,6 +259,47 @@ class Segmenter(param.Parameterized):
             self._predict_current(model)
         elif self._painted_classes() >= 2:
             self._retrain_if_live()
+
+    def thumbnail(self, index: int, side: int = 64) -> bytes:
+        """A small PNG of project image ``index`` (frame 0), at most ``side`` pixels wide
+        and high, shown as the dashboard shows images (:mod:`segdash.io.render`).
+
+        Raises
+        ------
+        ProjectError
+            The image changed on disk or is missing.
+        """
+        arr = self.project.read(index, 0)
+        step = max(1, int(np.ceil(max(arr.shape[:2]) / side)))
+        small = arr[::step, ::step]
+        return encode(write_png, to_display_rgb(small, *display_range(arr)))
+
+    def project_json(self) -> tuple[str, bytes]:
+        """The project file's name and content, as saved."""
+        if self.project is None:
+            raise ValueError("no project is open")
+        name = self.project.file.name if self.project.file is not None else "project.json"
+        return name, self.project.to_json().encode()
+
+    def load_project_json(self, data: bytes) -> None:
+        """Replace the open project's images, strokes, classes and settings with those of an
+        uploaded project file (its images must be in this project's folder); saved at once.
+
+        Raises
+        ------
+        ProjectError
+            Malformed or too large, naming images outside the folder, or no image.
+        """
+        current = self.project
+        if current is None:
+            raise ValueError("serve a folder or a project to upload a project file")
+        new = Project.from_json(data, current.file, current.root)
+        for img in new.images:
+            new.check(img)
+        new.revision = current.revision
+        new.save()
+        self.open_project(new)
+        self.project_changes += 1
 
     def _painted_labels(self) -> np.ndarray:
         if self.project is None:

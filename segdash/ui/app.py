@@ -26,6 +26,7 @@ from panel.io.state import set_curdoc
 
 from .. import registry
 from ..errors import SegdashError
+from ..project import Project
 from ..segmenter import Segmenter
 from .canvas import Brush, Canvas
 from .cards import CardContext, Cards
@@ -52,6 +53,8 @@ class SegdashApp(pn.viewable.Viewer):
         Image to open; default: the bundled sample :data:`DEFAULT_SAMPLE`.
     image_name : str, optional
         Its name, used for download file names.
+    project : Project, optional
+        A project to open instead (its first usable image on screen).
     """
 
     #: Segmenter parameters the page shows outside the cards and the plot: the busy
@@ -59,9 +62,9 @@ class SegdashApp(pn.viewable.Viewer):
     watches: ClassVar[tuple[str, ...]] = ("busy", "status", "error", "segmentation")
 
     def __init__(self, image: np.ndarray | None = None, image_name: str | None = None,
-                 **params: Any) -> None:
+                 project: Project | None = None, **params: Any) -> None:
         super().__init__(**params)
-        if image is None:
+        if image is None and project is None:
             image, image_name = load_sample(DEFAULT_SAMPLE), DEFAULT_SAMPLE
         self._doc = pn.state.curdoc
         self._closed = False
@@ -72,10 +75,19 @@ class SegdashApp(pn.viewable.Viewer):
         self.errors: deque[str] = deque(maxlen=100)
 
         self.segmenter = Segmenter()
-        self.segmenter.set_image(image, image_name)
         self.worker = SessionWorker(on_error=self._job_failed,
                                     on_busy=partial(self._request, "busy"))
         self.segmenter.run_training = partial(self.worker.submit, key="train")
+        opened_error = ""
+        if project is not None:
+            try:
+                self.segmenter.open_project(project)
+            except SegdashError as exc:
+                opened_error = str(exc)
+                image, image_name = load_sample(DEFAULT_SAMPLE), DEFAULT_SAMPLE
+        if self.segmenter.project is None:
+            self.segmenter.set_image(image, image_name)
+            self.segmenter.error = opened_error
         self._build_messages()
         self.cards = Cards.build(CardContext(
             segmenter=self.segmenter, worker=self.worker, report=self.report,

@@ -17,6 +17,7 @@ from .classes import ClassesCard
 from .features import ClassifierCard, FeaturesCard
 from .files import FilesCard
 from .image import IMAGE_ACCEPT, ImageCard
+from .project import ProjectCard
 from .results import ResultsCard
 from .strokes import StrokesCard
 
@@ -31,6 +32,7 @@ __all__ = [
     "FeaturesCard",
     "FilesCard",
     "ImageCard",
+    "ProjectCard",
     "ResultsCard",
     "StrokesCard",
 ]
@@ -40,6 +42,7 @@ __all__ = [
 class Cards:
     """The sidebar's cards, by name; iterating gives them in sidebar order."""
 
+    project: ProjectCard
     image: ImageCard
     classes: ClassesCard
     strokes: StrokesCard
@@ -51,7 +54,8 @@ class Cards:
     @classmethod
     def build(cls, context: CardContext) -> Cards:
         """Every card of one session."""
-        return cls(image=ImageCard(context), classes=ClassesCard(context),
+        return cls(project=ProjectCard(context), image=ImageCard(context),
+                   classes=ClassesCard(context),
                    strokes=StrokesCard(context), features=FeaturesCard(context),
                    classifier=ClassifierCard(context), results=ResultsCard(context),
                    files=FilesCard(context))

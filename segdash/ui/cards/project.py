@@ -1,0 +1,131 @@
+"""The Project card: the project's images to switch between, a stack's frame slider, the
+project file (saved after every change) to download or upload."""
+
+from __future__ import annotations
+
+import io
+from functools import partial
+from typing import Any
+
+import panel as pn
+
+from ...errors import SegdashError
+from ..display import markdown_text
+from .base import Card, CardContext, note
+
+
+class ProjectCard(Card):
+    """The images of the open project (name, size, strokes, thumbnail), the frame of a
+    stack, and the project file. Hidden when a single image is open without a project."""
+
+    title = "Project"
+    watches = ("project", "project_changes", "current", "frame", "image", "status")
+
+    def __init__(self, context: CardContext, **params: Any) -> None:
+        super().__init__(context, **params)
+        self.info = pn.pane.Markdown("", margin=(0, 10), css_classes=["segdash-project-info"])
+        self.images = pn.Column(sizing_mode="stretch_width",
+                                css_classes=["segdash-project-images"])
+        self.frame_slider = pn.widgets.IntSlider(name="Frame", start=1, end=2, value=1,
+                                                 visible=False,
+                                                 css_classes=["segdash-frame"])
+        self.frame_slider.param.watch(self._on_frame, "value")
+        self.download = pn.widgets.FileDownload(label="Project file (JSON)",
+                                                filename="segdash-project.json",
+                                                callback=self._project_file)
+        self.upload = pn.widgets.FileInput(accept=".json")
+        self._watch_upload(self.upload, self._load_project)
+        self._thumbs: dict[tuple[str, str], bytes] = {}
+        self._rows: list[tuple[Any, ...]] = []
+
+    def controls(self) -> list[Any]:
+        return [self.info, self.images, self.frame_slider, self.download,
+                note("Restore a project file (.json):"), self.upload]
+
+    def __panel__(self) -> pn.Card:
+        layout = super().__panel__()
+        layout.visible = self.segmenter.project is not None
+        return layout
+
+    # -- showing ----------------------------------------------------------------------
+
+    def refresh(self, names: set[str]) -> None:
+        seg = self.segmenter
+        project = seg.project
+        if self._layout is not None:
+            self._layout.visible = project is not None
+        if project is None:
+            self.images.objects = []
+            self.frame_slider.visible = False
+            return
+        saved = f"saved to `{markdown_text(str(project.file))}` (revision {project.revision})"
+        self.info.object = (f"**{len(project.images)} image(s)**, {saved}"
+                            + (f"\n\n{markdown_text(project.notice)}" if project.notice else ""))
+        rows = tuple((img.path, img.fingerprint, img.stroke_count, img.problem,
+                      i == seg.current) for i, img in enumerate(project.images))
+        if rows != tuple(self._rows):
+            self._rows = list(rows)
+            self.images.objects = [self._entry(i, img, i == seg.current)
+                                   for i, img in enumerate(project.images)]
+        entry = project.images[seg.current] if seg.current < len(project.images) else None
+        stack = entry is not None and entry.frames > 1
+        with self._quiet():
+            self.frame_slider.visible = stack
+            if stack:
+                self.frame_slider.param.update(end=entry.frames, value=seg.frame + 1)
+
+    def _entry(self, index: int, img: Any, current: bool) -> pn.Row:
+        h, w, c = img.shape
+        frames = f", {img.frames} frames" if img.frames > 1 else ""
+        label = f"{img.name}: {w}x{h}{frames}, {img.stroke_count} stroke(s)"
+        button = pn.widgets.Button(label=label, disabled=bool(img.problem),
+                                   color="primary" if current else "default",
+                                   sizing_mode="stretch_width",
+                                   css_classes=["segdash-project-image"]
+                                   + (["active"] if current else []))
+        button.on_click(partial(self._on_select, index))
+        thumb = pn.pane.PNG(self._thumbs.get((img.path, img.fingerprint)), width=48,
+                            height=48, margin=(2, 4))
+        if (img.path, img.fingerprint) not in self._thumbs and not img.problem:
+            self.context.worker.submit(partial(self._make_thumb, index, img, thumb))
+        parts: list[Any] = [thumb, button]
+        row = pn.Row(*parts, sizing_mode="stretch_width", margin=(0, 0))
+        if img.problem:
+            return pn.Column(row, pn.pane.Markdown(markdown_text(img.problem), margin=(0, 10)),
+                             sizing_mode="stretch_width")
+        return row
+
+    def _make_thumb(self, index: int, img: Any, pane: pn.pane.PNG) -> None:
+        try:
+            data = self.segmenter.thumbnail(index)
+        except (SegdashError, ValueError):
+            return  # the entry says what is wrong
+        self._thumbs[(img.path, img.fingerprint)] = data
+        self.context.on_ui(partial(setattr, pane, "object", data))
+
+    # -- user actions ------------------------------------------------------------------
+
+    def _on_select(self, index: int, event: Any) -> None:
+        self.context.clear_error()
+        self.context.worker.submit(partial(self.segmenter.select, index), key="select")
+
+    def _on_frame(self, event: Any) -> None:
+        if self._updating or event.new is None:
+            return
+        seg = self.segmenter
+        self.context.clear_error()
+        self.context.worker.submit(partial(seg.select, seg.current, int(event.new) - 1),
+                                   key="select")
+
+    def _project_file(self) -> io.BytesIO:
+        try:
+            name, data = self.segmenter.project_json()
+        except ValueError as exc:
+            self.context.report(str(exc))
+            raise
+        self.download.filename = name
+        return io.BytesIO(data)
+
+    def _load_project(self, data: bytes, filename: str) -> None:
+        self.segmenter.load_project_json(data)
+        self.segmenter.status = f"restored the project from {filename}"
