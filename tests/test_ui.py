@@ -32,6 +32,7 @@ from segdash.ui.cards import (
     FeaturesCard,
     FilesCard,
     ImageCard,
+    ProjectCard,
     ResultsCard,
     StrokesCard,
 )
@@ -259,7 +260,7 @@ def test_each_session_has_its_own_segmenter(app):
 
 def test_sidebar_is_one_card_per_step_in_the_order_they_are_used(app):
     cards = list(app.cards)
-    assert [c.title for c in cards] == ["Image", "Classes", "Strokes", "Features",
+    assert [c.title for c in cards] == ["Project", "Image", "Classes", "Strokes", "Features",
                                         "Classifier", "Results", "Files"]
     assert all(isinstance(c, Card) for c in cards) and app.sidebar() == cards
     assert [c.__panel__().title for c in cards] == [c.title for c in cards]
@@ -277,8 +278,8 @@ def test_watched_parameters_are_the_union_of_what_the_cards_watch(app):
 
 
 def test_each_card_is_refreshed_with_the_changes_it_watches_and_no_others(monkeypatch):
-    card_types = (ImageCard, ClassesCard, StrokesCard, FeaturesCard, ClassifierCard,
-                  ResultsCard, FilesCard)
+    card_types = (ProjectCard, ImageCard, ClassesCard, StrokesCard, FeaturesCard,
+                  ClassifierCard, ResultsCard, FilesCard)
     calls: list[tuple[Card, set[str]]] = []
     for card_type in card_types:
         def recording(self, names, original=card_type.refresh):

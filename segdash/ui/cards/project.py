@@ -26,7 +26,7 @@ class ProjectCard(Card):
         self.info = pn.pane.Markdown("", margin=(0, 10), css_classes=["segdash-project-info"])
         self.images = pn.Column(sizing_mode="stretch_width",
                                 css_classes=["segdash-project-images"])
-        self.frame_slider = pn.widgets.IntSlider(name="Frame", start=1, end=2, value=1,
+        self.frame_slider = pn.widgets.IntSlider(label="Frame", start=1, end=2, value=1,
                                                  visible=False,
                                                  css_classes=["segdash-frame"])
         self.frame_slider.param.watch(self._on_frame, "value")

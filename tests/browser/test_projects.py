@@ -1,0 +1,177 @@
+"""``segdash serve FOLDER``: a project of three images in Chromium. Paint on one, switch,
+paint on another, one model uses both; reloading the page and restarting the server bring
+every stroke back; a stack's frames are painted and stepped through."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from segdash.project import Project
+
+from .conftest import start_server, stop_server
+from .pages import (
+    BLUE,
+    ORANGE,
+    STROKES_JS,
+    choose_class,
+    open_app,
+    paint,
+    strokes,
+    wait_status,
+)
+
+SIZE = (120, 160)  # rows, columns
+
+
+def scene(offset: int, seed: int) -> np.ndarray:
+    """Class 1 on the left half, class 2 (50 grey levels brighter) on the right; ``offset``
+    brightens both: a model trained on a dark scene alone calls a bright scene's left half
+    class 2."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(0, 4, SIZE) + 60 + offset
+    img[:, SIZE[1] // 2:] += 50
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+# Fraction of the overlay's pixels showing the right class: orange on the left half,
+# blue on the right half.
+ACCURACY_JS = """([orange, blue]) => {
+  const col = (ds, k) => ds.data instanceof Map ? ds.data.get(k) : ds.data[k];
+  const imgs = [...Bokeh.index.query((v) => v.model.type === 'GlyphRenderer'
+                                     && v.model.glyph.type === 'ImageRGBA')];
+  if (imgs.length < 2) return null;
+  const img = col(imgs[imgs.length - 1].model.data_source, 'image')[0];
+  const [h, w] = img.shape;
+  const packed = new Uint32Array(img.buffer, img.byteOffset, img.length);
+  const hex = (p) => '#' + [p & 0xff, (p >> 8) & 0xff, (p >> 16) & 0xff]
+    .map((x) => x.toString(16).padStart(2, '0')).join('');
+  let right = 0;
+  for (let i = 0; i < packed.length; i++) {
+    const want = (i % w) < w / 2 ? orange : blue;
+    if ((packed[i] >>> 24) !== 0 && hex(packed[i]) === want) right += 1;
+  }
+  return right / packed.length;
+}"""
+
+
+def accuracy(page) -> float | None:
+    return page.evaluate(ACCURACY_JS, [ORANGE, BLUE])
+
+
+def wait_accuracy(page, low: float, high: float = 1.01, timeout: float = 60_000) -> float:
+    page.wait_for_function(
+        f"(() => {{ const a = ({ACCURACY_JS})({json.dumps([ORANGE, BLUE])});"
+        f" return a !== null && a >= {low} && a < {high}; }})()", timeout=timeout)
+    return accuracy(page)
+
+
+def paint_both(page) -> None:
+    h = SIZE[0]
+    choose_class(page, "class 1", 1)
+    paint(page, [(10, 30), (60, 30), (60, 90)], h)
+    choose_class(page, "class 2", 2)
+    paint(page, [(100, 30), (150, 30), (150, 90)], h)
+
+
+def wait_strokes(page, n: int) -> None:
+    page.wait_for_function(f"(({STROKES_JS})() || []).length === {n}", timeout=30_000)
+
+
+def entry(page, name: str):
+    return page.locator(".segdash-project-image button", has_text=name)
+
+
+def switch_to(page, name: str) -> None:
+    entry(page, name).click()
+    wait_status(page, f"opened {name}")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    for i, (offset, seed) in enumerate([(0, 1), (90, 2), (90, 3)]):
+        Image.fromarray(scene(offset, seed)).save(tmp_path / f"scene{i}.png")
+    return tmp_path
+
+
+def test_a_model_trained_on_two_images_of_a_folder_survives_reload_and_restart(
+        page, folder, console):
+    proc, url = start_server(str(folder), log_path=folder / "serve.log")
+    try:
+        open_app(page, url)
+        page.locator(".segdash-project-info", has_text="3 image(s)").wait_for()
+        paint_both(page)
+        wait_status(page, r"trained random_forest on the painted pixels of 1 image")
+        assert wait_accuracy(page, 0.9) > 0.9
+
+        switch_to(page, "scene1.png")
+        assert strokes(page) == []
+        # the model of image 1 alone mislabels the brighter image 2
+        assert wait_accuracy(page, 0.0, 0.8) < 0.8
+        paint_both(page)
+        wait_status(page, r"of 2 image\(s\)")
+        assert wait_accuracy(page, 0.9) > 0.9
+
+        switch_to(page, "scene2.png")  # never painted: labelled by the model of both
+        assert wait_accuracy(page, 0.9) > 0.9
+        entry(page, "scene0.png: 160x120, 2 stroke(s)").wait_for()
+        entry(page, "scene1.png: 160x120, 2 stroke(s)").wait_for()
+
+        saved = Project.load(folder / "segdash-project.json")
+        assert [len(saved.strokes(i)) for i in range(3)] == [2, 2, 0]
+
+        page.reload()
+        open_app(page, url)
+        entry(page, "scene1.png: 160x120, 2 stroke(s)").wait_for()
+        wait_strokes(page, 2)  # scene0, the first image, with its strokes
+        switch_to(page, "scene1.png")
+        wait_strokes(page, 2)
+    finally:
+        stop_server(proc)
+
+    proc, url = start_server(str(folder), log_path=folder / "serve2.log")
+    try:
+        open_app(page, url)
+        entry(page, "scene0.png: 160x120, 2 stroke(s)").wait_for()
+        entry(page, "scene1.png: 160x120, 2 stroke(s)").wait_for()
+        wait_strokes(page, 2)
+        switch_to(page, "scene2.png")
+        assert wait_accuracy(page, 0.9) > 0.9
+    finally:
+        stop_server(proc)
+    assert [e for e in console if "Failed to load resource" not in e[1]
+            and "fonts.googleapis" not in e[2]] == []
+
+
+def test_stack_frames_are_painted_and_stepped_through(page, tmp_path, console):
+    frames = np.stack([scene(o, s) for o, s in [(0, 1), (90, 2), (90, 3)]])
+    tifffile.imwrite(tmp_path / "stack.tif", frames, photometric="minisblack",
+                     metadata={"axes": "TYX"})
+    proc, url = start_server(str(tmp_path / "stack.tif"), "--project",
+                             str(tmp_path / "segdash-project.json"),
+                             log_path=tmp_path / "serve.log")
+    try:
+        open_app(page, url)
+        entry(page, "stack.tif: 160x120, 3 frames, 0 stroke(s)").wait_for()
+        paint_both(page)
+        wait_status(page, "trained")
+        handle = page.locator(".segdash-frame .noUi-handle")
+        handle.focus()
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")
+        wait_status(page, r"frame 3 of 3")
+        assert strokes(page) == []
+        paint_both(page)
+        wait_status(page, r"of 2 image\(s\)/frame\(s\)")
+        handle.focus()
+        page.keyboard.press("ArrowLeft")
+        wait_status(page, r"frame 2 of 3")
+        assert wait_accuracy(page, 0.9) > 0.9  # frame 2 never painted
+        entry(page, "stack.tif: 160x120, 3 frames, 4 stroke(s)").wait_for()
+    finally:
+        stop_server(proc)
+    assert Project.load(tmp_path / "segdash-project.json").painted() == [(0, 0), (0, 2)]
