@@ -21,7 +21,8 @@ memory     peak resident memory of a fresh process: a session (open, paint, trai
 
 Run: ``make bench`` or ``.venv/bin/python benchmarks/run.py [--quick] [--sizes 512 1024]``.
 ``--quick`` measures 512 and 1024 only, with fewer repeats. The accuracy benchmark
-(``benchmarks/accuracy.py``) runs at the end unless ``--no-accuracy``.
+(``benchmarks/accuracy.py``) runs at the end unless ``--no-accuracy``, then the projects
+benchmark (``benchmarks/projects.py``) unless ``--no-projects``.
 """
 
 from __future__ import annotations
@@ -339,6 +340,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", help="image sizes (default 512 1024 2048)")
     parser.add_argument("--reps", type=int, help="repeats per measure (median)")
     parser.add_argument("--no-accuracy", action="store_true")
+    parser.add_argument("--no-projects", action="store_true",
+                        help="skip benchmarks/projects.py (one vs two training images, "
+                             "memory of a 20-image project)")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args()
@@ -368,6 +372,12 @@ def main() -> None:
         out("")
         acc = accuracy.run(512, out=out)
     check_targets(rows, acc, out)
+    if not args.no_projects:
+        import projects
+
+        out("")
+        projects.accuracy(512, out=out)
+        projects.memory(20 if not args.quick else 5, 1024, out=out)
     out(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "accuracy": acc}, indent=1))
