@@ -36,7 +36,8 @@ class ProjectCard(Card):
         self.upload = pn.widgets.FileInput(accept=".json")
         self._watch_upload(self.upload, self._load_project)
         self._thumbs: dict[tuple[str, str], bytes] = {}
-        self._rows: list[tuple[Any, ...]] = []
+        self._paths: tuple = ()
+        self._entries: list[tuple[Any, pn.widgets.Button]] = []
 
     def controls(self) -> list[Any]:
         return [self.info, self.images, self.frame_slider, self.download,
@@ -55,18 +56,26 @@ class ProjectCard(Card):
         if self._layout is not None:
             self._layout.visible = project is not None
         if project is None:
-            self.images.objects = []
+            self.images.objects, self._entries, self._paths = [], [], ()
             self.frame_slider.visible = False
             return
         saved = f"saved to `{markdown_text(str(project.file))}` (revision {project.revision})"
         self.info.object = (f"**{len(project.images)} image(s)**, {saved}"
                             + (f"\n\n{markdown_text(project.notice)}" if project.notice else ""))
-        rows = tuple((img.path, img.fingerprint, img.stroke_count, img.problem,
-                      i == seg.current) for i, img in enumerate(project.images))
-        if rows != tuple(self._rows):
-            self._rows = list(rows)
-            self.images.objects = [self._entry(i, img, i == seg.current)
-                                   for i, img in enumerate(project.images)]
+        paths = tuple((img.path, img.fingerprint, bool(img.problem)) for img in project.images)
+        if paths != self._paths:
+            # other images: new entries (buttons are otherwise updated in place, so that a
+            # click landing while the page refreshes is not lost)
+            self._paths = paths
+            self._entries = [self._entry(i, img) for i, img in enumerate(project.images)]
+            self.images.objects = [e[0] for e in self._entries]
+        for i, (img, (_, button)) in enumerate(zip(project.images, self._entries,
+                                                    strict=True)):
+            current = i == seg.current
+            button.param.update(label=self._label(img),
+                                color="primary" if current else "default",
+                                css_classes=["segdash-project-image"]
+                                + (["active"] if current else []))
         entry = project.images[seg.current] if seg.current < len(project.images) else None
         stack = entry is not None and entry.frames > 1
         with self._quiet():
@@ -74,26 +83,26 @@ class ProjectCard(Card):
             if stack:
                 self.frame_slider.param.update(end=entry.frames, value=seg.frame + 1)
 
-    def _entry(self, index: int, img: Any, current: bool) -> pn.Row:
-        h, w, c = img.shape
+    @staticmethod
+    def _label(img: Any) -> str:
+        h, w, _ = img.shape
         frames = f", {img.frames} frames" if img.frames > 1 else ""
-        label = f"{img.name}: {w}x{h}{frames}, {img.stroke_count} stroke(s)"
-        button = pn.widgets.Button(label=label, disabled=bool(img.problem),
-                                   color="primary" if current else "default",
+        return f"{img.name}: {w}x{h}{frames}, {img.stroke_count} stroke(s)"
+
+    def _entry(self, index: int, img: Any) -> tuple[Any, pn.widgets.Button]:
+        button = pn.widgets.Button(label=self._label(img), disabled=bool(img.problem),
                                    sizing_mode="stretch_width",
-                                   css_classes=["segdash-project-image"]
-                                   + (["active"] if current else []))
+                                   css_classes=["segdash-project-image"])
         button.on_click(partial(self._on_select, index))
         thumb = pn.pane.PNG(self._thumbs.get((img.path, img.fingerprint)), width=48,
                             height=48, margin=(2, 4))
         if (img.path, img.fingerprint) not in self._thumbs and not img.problem:
             self.context.worker.submit(partial(self._make_thumb, index, img, thumb))
-        parts: list[Any] = [thumb, button]
-        row = pn.Row(*parts, sizing_mode="stretch_width", margin=(0, 0))
+        row = pn.Row(thumb, button, sizing_mode="stretch_width", margin=(0, 0))
         if img.problem:
-            return pn.Column(row, pn.pane.Markdown(markdown_text(img.problem), margin=(0, 10)),
-                             sizing_mode="stretch_width")
-        return row
+            row = pn.Column(row, pn.pane.Markdown(markdown_text(img.problem), margin=(0, 10)),
+                            sizing_mode="stretch_width")
+        return row, button
 
     def _make_thumb(self, index: int, img: Any, pane: pn.pane.PNG) -> None:
         try:
