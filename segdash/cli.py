@@ -21,6 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
     single = len(images) == 1 and not args.project and not Path(images[0]).is_dir()
     return serve(image=images[0] if single else None,
                  images=() if single else images, project=args.project,
+                 scheduler=args.scheduler,
                  port=args.port, address=args.address, show=args.show,
                  num_threads=args.num_threads, allow_websocket_origin=args.allow_websocket_origin)
 
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "the images)")
     serve.add_argument("--port", type=int, default=5006, help="port (default 5006)")
     serve.add_argument("--address", default=None, help="address to listen on")
+    serve.add_argument("--scheduler", default=None,
+                       help="dask.distributed scheduler address for Apply to project "
+                            "(default: local)")
     serve.add_argument("--show", action="store_true", help="open a browser tab")
     serve.add_argument("--num-threads", type=int, default=None,
                        help="threads for computations (default: number of cores)")

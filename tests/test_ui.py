@@ -26,6 +26,7 @@ from segdash.ui.canvas import CLASS_COL, COLOR_COL, WIDTH_COL, frame_size
 from segdash.ui.cards import (
     IMAGE_ACCEPT,
     MAX_UPLOAD_BYTES,
+    ApplyCard,
     Card,
     ClassesCard,
     ClassifierCard,
@@ -261,7 +262,7 @@ def test_each_session_has_its_own_segmenter(app):
 def test_sidebar_is_one_card_per_step_in_the_order_they_are_used(app):
     cards = list(app.cards)
     assert [c.title for c in cards] == ["Project", "Image", "Classes", "Strokes", "Features",
-                                        "Classifier", "Results", "Files"]
+                                        "Classifier", "Results", "Files", "Apply to project"]
     assert all(isinstance(c, Card) for c in cards) and app.sidebar() == cards
     assert [c.__panel__().title for c in cards] == [c.title for c in cards]
 
@@ -279,7 +280,7 @@ def test_watched_parameters_are_the_union_of_what_the_cards_watch(app):
 
 def test_each_card_is_refreshed_with_the_changes_it_watches_and_no_others(monkeypatch):
     card_types = (ProjectCard, ImageCard, ClassesCard, StrokesCard, FeaturesCard,
-                  ClassifierCard, ResultsCard, FilesCard)
+                  ClassifierCard, ResultsCard, FilesCard, ApplyCard)
     calls: list[tuple[Card, set[str]]] = []
     for card_type in card_types:
         def recording(self, names, original=card_type.refresh):

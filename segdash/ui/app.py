@@ -55,6 +55,8 @@ class SegdashApp(pn.viewable.Viewer):
         Its name, used for download file names.
     project : Project, optional
         A project to open instead (its first usable image on screen).
+    scheduler : str, optional
+        Address of the Dask scheduler *Apply to project* runs on (default: local).
     """
 
     #: Segmenter parameters the page shows outside the cards and the plot: the busy
@@ -62,7 +64,8 @@ class SegdashApp(pn.viewable.Viewer):
     watches: ClassVar[tuple[str, ...]] = ("busy", "status", "error", "segmentation")
 
     def __init__(self, image: np.ndarray | None = None, image_name: str | None = None,
-                 project: Project | None = None, **params: Any) -> None:
+                 project: Project | None = None, scheduler: str | None = None,
+                 **params: Any) -> None:
         super().__init__(**params)
         if image is None and project is None:
             image, image_name = load_sample(DEFAULT_SAMPLE), DEFAULT_SAMPLE
@@ -92,6 +95,7 @@ class SegdashApp(pn.viewable.Viewer):
         self.cards = Cards.build(CardContext(
             segmenter=self.segmenter, worker=self.worker, report=self.report,
             clear_error=self._clear_error, on_ui=self._on_ui))
+        self.cards.apply.scheduler = scheduler
         self.canvas = Canvas(self.segmenter, self._brush, self.cards.results.overlay_view,
                              self.report)
         self.cards.classes.param.watch(self._on_brush, "active_class")
@@ -238,6 +242,7 @@ class SegdashApp(pn.viewable.Viewer):
         self._closed = True
         log.info("session closed: releasing %s", self.segmenter.image_name)
         self.worker.close()
+        self.cards.apply.close()
         self.segmenter.run_training = lambda job: None
         self.segmenter.release()
         self.canvas.pane.object = None

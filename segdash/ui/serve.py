@@ -35,7 +35,8 @@ def websocket_origins(port: int, address: str | None,
 
 
 def create_session(image: np.ndarray | None = None, image_name: str | None = None,
-                   project_file: Path | None = None, root: Path | None = None):
+                   project_file: Path | None = None, root: Path | None = None,
+                   scheduler: str | None = None):
     """Build the page of one browser session (its own Segmenter) and free it at the end.
 
     With ``project_file``, the session opens the project as the file holds it now (a
@@ -45,7 +46,7 @@ def create_session(image: np.ndarray | None = None, image_name: str | None = Non
     from .app import SegdashApp
 
     project = Project.open(project_file, root=root) if project_file is not None else None
-    app = SegdashApp(image=image, image_name=image_name, project=project)
+    app = SegdashApp(image=image, image_name=image_name, project=project, scheduler=scheduler)
     pn.state.on_session_destroyed(lambda context: app.close())
     return app.template()
 
@@ -72,6 +73,7 @@ def serve(
     allow_websocket_origin: Sequence[str] | None = None,
     images: Sequence[str | Path] = (),
     project: str | Path | None = None,
+    scheduler: str | None = None,
 ) -> int:
     """Serve the dashboard until interrupted.
 
@@ -83,6 +85,8 @@ def serve(
         Image files and folders opened as one project (see :func:`segdash.project.locate`).
     project : path, optional
         The project file (default: ``segdash-project.json`` beside the images).
+    scheduler : str, optional
+        Address of a ``dask.distributed`` scheduler *Apply to project* runs on.
     port : int
         Port to listen on.
     address : str, optional
@@ -141,7 +145,7 @@ def serve(
     pn.config.notifications = True
     pn.config.exception_handler = _exception_handler
     pn.serve(
-        lambda: create_session(array, name, project_file, root),
+        lambda: create_session(array, name, project_file, root, scheduler),
         port=port,
         address=address,
         show=show,

@@ -4,7 +4,9 @@ every stroke back; a stack's frames are painted and stepped through."""
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from .pages import (
     ORANGE,
     STROKES_JS,
     choose_class,
+    download,
     open_app,
     paint,
     strokes,
@@ -141,6 +144,21 @@ def test_a_model_trained_on_two_images_of_a_folder_survives_reload_and_restart(
         wait_strokes(page, 2)
         switch_to(page, "scene2.png")
         assert wait_accuracy(page, 0.9) > 0.9
+
+        # Apply to project: progress in the page, labels for every image
+        page.locator(".segdash-apply button", has_text="Apply to project").click()
+        page.locator(".segdash-apply-progress").wait_for(state="visible", timeout=30_000)
+        page.locator(".segdash-apply-info pre", has_text="3 image(s) segmented").wait_for(
+            timeout=120_000)
+        zipped = download(page, "Results (zip)", folder)
+        with zipfile.ZipFile(zipped) as zf:
+            names = sorted(zf.namelist())
+            labels = {n: np.asarray(Image.open(io.BytesIO(zf.read(n))))
+                      for n in names if n.endswith("_labels.png")}
+        assert sorted(labels) == [f"scene{i}_labels.png" for i in range(3)]
+        right = np.zeros(SIZE, np.uint8) + 1
+        right[:, SIZE[1] // 2:] = 2
+        assert all((lab == right).mean() > 0.9 for lab in labels.values())
     finally:
         stop_server(proc)
     assert [e for e in console if "Failed to load resource" not in e[1]

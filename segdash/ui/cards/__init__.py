@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
+from .apply import ApplyCard
 from .base import MAX_UPLOAD_BYTES, Card, CardContext
 from .classes import ClassesCard
 from .features import ClassifierCard, FeaturesCard
@@ -24,6 +25,7 @@ from .strokes import StrokesCard
 __all__ = [
     "IMAGE_ACCEPT",
     "MAX_UPLOAD_BYTES",
+    "ApplyCard",
     "Card",
     "CardContext",
     "Cards",
@@ -50,6 +52,7 @@ class Cards:
     classifier: ClassifierCard
     results: ResultsCard
     files: FilesCard
+    apply: ApplyCard
 
     @classmethod
     def build(cls, context: CardContext) -> Cards:
@@ -58,7 +61,7 @@ class Cards:
                    classes=ClassesCard(context),
                    strokes=StrokesCard(context), features=FeaturesCard(context),
                    classifier=ClassifierCard(context), results=ResultsCard(context),
-                   files=FilesCard(context))
+                   files=FilesCard(context), apply=ApplyCard(context))
 
     def __iter__(self) -> Iterator[Card]:
         return (getattr(self, f.name) for f in fields(self))

@@ -1,0 +1,68 @@
+"""*Apply to project* in the dashboard: the batch engine in a child process over every
+project image, with progress, cancel, browsable results and a zip."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+from PIL import Image
+
+from segdash.project import Project
+from segdash.ui.app import SegdashApp
+
+from .test_segmenter_project import paint, three_image_folder
+
+
+def _app(tmp_path) -> tuple[SegdashApp, list]:
+    paths, truths = three_image_folder(tmp_path)
+    app = SegdashApp(project=Project.open(tmp_path / "segdash-project.json", paths))
+    app.segmenter.extractor("basic").sigma_max = 2.0
+    app.wait_idle(60)
+    paint(app.segmenter)
+    app.segmenter.select(1)
+    paint(app.segmenter)
+    app.wait_idle(60)
+    app._flush()
+    return app, list(zip(paths, truths, strict=True))
+
+
+def test_apply_to_project_writes_labels_for_every_image_with_progress(tmp_path):
+    app, images = _app(tmp_path)
+    card = app.cards.apply
+    try:
+        assert not card.start_button.disabled
+        card.start_button.clicks += 1
+        run = card.run
+        assert run is not None and run.wait(180), "the run did not end"
+        card._show()
+        assert run.state == "done", run.message
+        assert "3 image(s) segmented" in card.info.object
+        assert run.images == (3, 3) and card.progress.value == 1000
+        for path, truth in images:
+            labels = np.asarray(Image.open(run.results / f"{path.stem}_labels.png"))
+            assert (labels == truth).mean() > 0.95
+        assert sorted(card.result_select.options) == [f"{p.stem}_overlay.png"
+                                                      for p, _ in images]
+        names = zipfile.ZipFile(io.BytesIO(card._zip().getvalue())).namelist()
+        assert sorted(names) == sorted(f"{p.stem}_{k}.png" for p, _ in images
+                                       for k in ("labels", "overlay"))
+        out = run.out
+    finally:
+        app.close()
+    assert not out.exists()  # the session's results go with it
+
+
+def test_apply_to_project_can_be_cancelled(tmp_path):
+    app, _ = _app(tmp_path)
+    card = app.cards.apply
+    try:
+        card.start_button.clicks += 1
+        card.cancel_button.clicks += 1
+        assert card.run.wait(60)
+        card._show()
+        assert card.run.state == "cancelled" and card.info.object == "cancelled"
+        assert not card.start_button.disabled
+    finally:
+        app.close()
