@@ -147,7 +147,7 @@ def test_a_model_trained_on_two_images_of_a_folder_survives_reload_and_restart(
 
         # Apply to project: progress in the page, labels for every image
         page.locator(".segdash-apply button", has_text="Apply to project").click()
-        page.locator(".segdash-apply-progress").wait_for(state="visible", timeout=30_000)
+        page.locator("progress.segdash-apply-progress").wait_for(state="visible", timeout=30_000)
         page.locator(".segdash-apply-info pre", has_text="3 image(s) segmented").wait_for(
             timeout=120_000)
         zipped = download(page, "Results (zip)", folder)
