@@ -20,7 +20,7 @@ class ImageCard(Card):
     """Choose a bundled sample or upload an image; what is open."""
 
     title = "Image"
-    watches = ("image", "image_name")
+    watches = ("image", "image_name", "project")
 
     def __init__(self, context: CardContext, **params: Any) -> None:
         super().__init__(context, **params)
@@ -40,6 +40,8 @@ class ImageCard(Card):
 
     def refresh(self, names: set[str]) -> None:
         seg = self.segmenter
+        # in a project, an upload joins the project; a sample would leave it
+        self.sample_select.visible = seg.project is None
         img = seg.image
         if img is None:
             self.info.object = ""
