@@ -33,7 +33,8 @@ class ProjectCard(Card):
         self.download = pn.widgets.FileDownload(label="Project file (JSON)",
                                                 filename="segdash-project.json",
                                                 callback=self._project_file)
-        self.upload = pn.widgets.FileInput(accept=".json")
+        # "application/json", not ".json": the annotations upload is found by ".json"
+        self.upload = pn.widgets.FileInput(accept="application/json")
         self._watch_upload(self.upload, self._load_project)
         self._thumbs: dict[tuple[str, str], bytes] = {}
         self._paths: tuple = ()
