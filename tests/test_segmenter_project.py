@@ -174,3 +174,22 @@ def test_applied_model_brings_its_class_names_and_colours(tmp_path):
     seg.apply_model(model)
     assert [(c.name, c.color) for c in seg.classes] == [("dark", "#101010"),
                                                         ("bright", "#f0f0f0")]
+
+
+def test_project_file_downloads_and_uploads(tmp_path):
+    paths, _ = three_image_folder(tmp_path)
+    seg = open_session(tmp_path / "p.json", paths)
+    paint(seg)
+    name, data = seg.project_json()
+    assert name == "p.json" and Project.from_json(data, None, tmp_path).strokes(0) == seg.strokes
+    seg.clear()
+    assert Project.load(tmp_path / "p.json").strokes(0) == []
+    seg.load_project_json(data)  # the downloaded file restores the strokes
+    assert len(seg.strokes) == 2 and len(Project.load(tmp_path / "p.json").strokes(0)) == 2
+    doc = Project.from_json(data, None, tmp_path).to_dict()
+    doc["images"][0]["path"] = "../elsewhere.png"
+    import json
+
+    with pytest.raises(ProjectError, match="outside the project's folder"):
+        seg.load_project_json(json.dumps(doc).encode())
+    assert len(seg.strokes) == 2  # nothing changed
