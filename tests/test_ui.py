@@ -594,7 +594,8 @@ def test_feature_multi_select_concatenates_selected_extractors(extra_extractor):
         card.select.value = ["basic", extra_extractor]
         assert view.segmenter.features == ["basic", extra_extractor]
         titles = [p.objects[0].object for p in card.settings.objects]
-        assert titles == ["**basic** settings", f"**{extra_extractor}** settings"]
+        assert titles == ["**basic** settings",
+                              f"**{markdown_text(extra_extractor)}** settings"]
         paint_two_classes(view)
         assert view.wait_idle(60)
         model = view.segmenter.model
@@ -640,7 +641,7 @@ def test_switching_classifier_retrains_and_shows_its_settings(app):
     assert app.wait_idle(60)
     assert app.segmenter.model.classifier == "gradient_boosting"
     settings = card.settings.objects[0]
-    assert settings.objects[0].object == "**gradient_boosting** settings"
+    assert settings.objects[0].object == r"**gradient\_boosting** settings"
     assert "max_iter" in settings.objects[-1].parameters
 
 
@@ -680,8 +681,8 @@ def test_broken_plugins_are_listed_in_the_page(monkeypatch):
         image, _ = two_texture_image(64)
         view = SegdashApp(image=image)
         assert view.plugin_alert.visible
-        assert "ui_broken" in view.plugin_alert.object
-        assert "segdash_no_such_module" in view.plugin_alert.object
+        assert markdown_text("ui_broken") in view.plugin_alert.object
+        assert markdown_text("segdash_no_such_module") in view.plugin_alert.object
         # Choosing it: a message, no crash.
         view.cards.features.select.value = ["basic", "ui_broken"]
         assert view.segmenter.features == ["basic"]
