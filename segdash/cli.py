@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from ._version import __version__
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from .ui.serve import serve
+def _serve(argv: Sequence[str]) -> int:
+    # Panel's own serve command parses these (it knows its options; importing it loads Panel,
+    # so it is built only when serve runs).
+    from .ui.serve import run_cli
 
-    return serve(image=args.image, port=args.port, address=args.address, show=args.show,
-                 num_threads=args.num_threads, allow_websocket_origin=args.allow_websocket_origin)
+    return run_cli(argv)
 
 
 def _apply(args: argparse.Namespace) -> int:
@@ -40,16 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"segdash {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve the dashboard in the browser")
-    serve.add_argument("image", nargs="?", help="image to open (default: a bundled sample)")
-    serve.add_argument("--port", type=int, default=5006, help="port (default 5006)")
-    serve.add_argument("--address", default=None, help="address to listen on")
-    serve.add_argument("--show", action="store_true", help="open a browser tab")
-    serve.add_argument("--num-threads", type=int, default=None,
-                       help="threads for computations (default: number of cores)")
-    serve.add_argument("--allow-websocket-origin", action="append", default=None,
-                       help="host[:port] allowed to connect (repeatable)")
-    serve.set_defaults(func=_serve)
+    # Listed for --help only: main() hands `segdash serve ...` to Panel's serve command.
+    sub.add_parser("serve", help="serve the dashboard in the browser (`segdash serve --help`: "
+                                 "image, limits and every `panel serve` option)")
 
     apply = sub.add_parser("apply", help="apply a saved model to images (tiled, with Dask)")
     apply.add_argument("model", help="model file (.skops) downloaded from the dashboard")
@@ -75,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``segdash`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        return _serve(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
