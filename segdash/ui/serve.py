@@ -210,11 +210,10 @@ def serve_command() -> Any:
             if not args.allow_websocket_origin:
                 args.allow_websocket_origin = websocket_origins(args.port, args.address)
             if args.session_ids != "unsigned" and not os.environ.get("BOKEH_SECRET_KEY"):
+                from bokeh.settings import settings
                 from bokeh.util.token import generate_secret_key
 
                 # Forked processes (--num-procs) inherit it, so they accept each other's ids.
-                from bokeh.settings import settings
-
                 os.environ["BOKEH_SECRET_KEY"] = generate_secret_key()
                 # Bokeh caches the key's bytes on first use (None when it was unset).
                 settings.__dict__.pop("_secret_key_bytes", None)
