@@ -923,3 +923,20 @@ def test_websocket_origins_default_to_this_machine():
     assert websocket_origins(5006, None) == ["localhost:5006", "127.0.0.1:5006"]
     assert websocket_origins(80, "10.1.2.3")[-1] == "10.1.2.3:80"
     assert websocket_origins(80, "0.0.0.0", ["example.org"]) == ["example.org"]
+
+
+def test_feature_extractor_names_are_escaped_in_the_choices_menu():
+    # The MultiChoice menu renders labels as HTML: a name reaches it escaped.
+    name = '<img src="x" onerror="window.flag=1">'
+    registry.features.register(name, ConstantPlusIntensity, overwrite=True)
+    try:
+        image, _ = two_texture_image(64)
+        view = SegdashApp(image=image)
+        options = view.cards.features.select.options
+        assert options["&lt;img src=&quot;x&quot; onerror=&quot;window.flag=1&quot;&gt;"] == name
+        assert not any("<" in label for label in options)
+        view.cards.features.select.value = ["basic", name]
+        assert view.segmenter.features == ["basic", name]
+        view.close()
+    finally:
+        registry.features.unregister(name)
