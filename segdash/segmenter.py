@@ -501,7 +501,7 @@ def session_bytes(shape: Sequence[int], stack: FeatureStack, n_classes: int) -> 
     are made, the float32 prepared image (4 bytes a channel), K float32 class probabilities
     with the copies smoothing and labelling take (12 bytes a class), and the painted mask,
     segmentation, uncertainty and overlay (16 bytes). On a 2048x2048 RGB image with the
-    default features (72) and two classes this gives 0.87 GB; the measured peak of such a
+    default features (72) and two classes this gives 0.82 GB; the measured peak of such a
     session is 0.86 GB (docs/performance.md).
 
     Parameters

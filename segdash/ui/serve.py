@@ -130,6 +130,7 @@ def create_session(options: AppOptions = AppOptions()) -> Any:
     app = SegdashApp(image=image, image_name=name, memory_limit=options.memory_limit,
                      pool=pool)
     pn.state.on_session_destroyed(lambda context: app.close())
+    log.info("session opened%s", f" for {pn.state.user}" if pn.state.user else "")
     return app.template()
 
 
