@@ -1,6 +1,6 @@
 """Plugins that exit or hang, in a real ``segdash serve``: the server and a bystander live on.
 
-The server runs with one compute thread and a 4 s time limit, and a plugin distribution on
+The server runs with one compute thread and a 6 s time limit, and a plugin distribution on
 its PYTHONPATH declaring two classifiers: ``exits`` (its fit calls ``sys.exit``) and
 ``hangs`` (its fit sleeps for an hour). One browser session trains with each in turn while
 a second session, the bystander, trains with the built-in forest and gets its overlay.
@@ -51,7 +51,7 @@ def plugin_server(tmp_path_factory):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH")) if p)
     with serving(folder / "serve.log", env=env,
-                 args=("--num-threads", "1", "--job-time-limit", "4")) as url:
+                 args=("--num-threads", "1", "--job-time-limit", "6")) as url:
         yield url
 
 
@@ -74,7 +74,7 @@ def test_exiting_and_hanging_plugins_leave_the_server_and_a_bystander_working(
     bystander = context.new_page()
     open_app(bystander, plugin_server)
     paint_two_classes(bystander)
-    page.locator(".segdash-error").get_by_text("did not finish within the time limit of 4 s"
+    page.locator(".segdash-error").get_by_text("did not finish within the time limit of 6 s"
                                                ).wait_for(timeout=60_000)
     wait_status(bystander, r"trained random_forest", timeout=60_000)
     wait_overlay(bystander, H * W)
