@@ -110,8 +110,8 @@ async def one_session(browser, url: str, size: int, png: bytes) -> dict:
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     page = await context.new_page()
     t0 = time.monotonic()
-    await page.goto(url)
-    await page.wait_for_function(f"({FRAME_JS})() !== null", timeout=120_000)
+    await page.goto(url, timeout=600_000)
+    await page.wait_for_function(f"({FRAME_JS})() !== null", timeout=600_000)
     await page.wait_for_function(f"({BRUSH_JS})() != null", timeout=120_000)
     opened = time.monotonic() - t0
     await page.locator("input[type=file][accept*='.png']").set_input_files(
@@ -155,7 +155,7 @@ async def soak(url: str, cycles: int) -> None:
         for _ in range(cycles):
             context = await browser.new_context()
             page = await context.new_page()
-            await page.goto(url)
+            await page.goto(url, timeout=600_000)
             await page.wait_for_function(f"({FRAME_JS})() !== null", timeout=120_000)
             await context.close()
         await browser.close()
@@ -201,7 +201,11 @@ def main() -> None:
               f"-> {after:.0f} MB ({after - before:+.0f} MB)")
     finally:
         proc.terminate()
-        proc.wait(15)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(15)
 
 
 if __name__ == "__main__":
