@@ -129,9 +129,15 @@ async def one_session(browser, url: str, size: int, png: bytes) -> dict:
     released = time.monotonic()
     step = max(1, -(-size // 1600))
     shown = (-(-size // step)) ** 2
-    await page.wait_for_function(f"(({OVERLAY_JS})() || {{}}).opaque === {shown}",
-                                 timeout=300_000)
-    overlay = time.monotonic() - released
+    try:
+        await page.wait_for_function(f"(({OVERLAY_JS})() || {{}}).opaque === {shown}",
+                                     timeout=300_000)
+        overlay = time.monotonic() - released
+    except Exception:  # report what the page says instead of the timeout
+        status = await page.locator(".segdash-status pre").all_inner_texts()
+        errors = await page.locator(".segdash-error").all_inner_texts()
+        print(f"  a session got no overlay: status {status}, errors {errors}")
+        overlay = float("nan")
     await context.close()
     return {"open_s": opened, "overlay_s": overlay}
 
