@@ -189,11 +189,12 @@ def main() -> None:
         results = asyncio.run(load(url, args.sessions, args.size))
         probe.stop = True
         probe.join()
-        overlays = sorted(r["overlay_s"] for r in results)
+        overlays = sorted(r["overlay_s"] for r in results if r["overlay_s"] == r["overlay_s"])
         print(f"{args.sessions} sessions at once, {args.size}² RGB upload + two strokes "
               f"({time.monotonic() - t:.1f} s in all, load {os.getloadavg()[0]:.2f}):")
         print("  page open s: " + ", ".join(f"{r['open_s']:.1f}" for r in results))
-        print("  stroke -> overlay s (sorted): " + ", ".join(f"{s:.1f}" for s in overlays))
+        print("  stroke -> overlay s (sorted): " + ", ".join(f"{s:.1f}" for s in overlays)
+              + f" ({len(results) - len(overlays)} sessions without overlay)")
         lat = sorted(probe.latencies)
         print(f"  event loop probe ({len(lat)} HEADs): median {statistics.median(lat)*1e3:.0f} "
               f"ms, p95 {lat[int(0.95 * (len(lat) - 1))]*1e3:.0f} ms, "
