@@ -9,21 +9,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from ._version import __version__
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from .ui.serve import serve
+def _serve(argv: Sequence[str]) -> int:
+    # Panel's own serve command parses these (it knows its options; importing it loads Panel,
+    # so it is built only when serve runs).
+    from .ui.serve import run_cli
 
-    images = list(args.image or [])
-    single = len(images) == 1 and not args.project and not Path(images[0]).is_dir()
-    return serve(image=images[0] if single else None,
-                 images=() if single else images, project=args.project,
-                 scheduler=args.scheduler,
-                 port=args.port, address=args.address, show=args.show,
-                 num_threads=args.num_threads, allow_websocket_origin=args.allow_websocket_origin)
+    return run_cli(argv)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -65,24 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"segdash {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve the dashboard in the browser")
-    serve.add_argument("image", nargs="*",
-                       help="an image to open (default: a bundled sample); a folder or "
-                            "several images open as a project")
-    serve.add_argument("--project", default=None,
-                       help="project file (default: FOLDER/segdash-project.json, or beside "
-                            "the images)")
-    serve.add_argument("--port", type=int, default=5006, help="port (default 5006)")
-    serve.add_argument("--address", default=None, help="address to listen on")
-    serve.add_argument("--scheduler", default=None,
-                       help="dask.distributed scheduler address for Apply to project "
-                            "(default: local)")
-    serve.add_argument("--show", action="store_true", help="open a browser tab")
-    serve.add_argument("--num-threads", type=int, default=None,
-                       help="threads for computations (default: number of cores)")
-    serve.add_argument("--allow-websocket-origin", action="append", default=None,
-                       help="host[:port] allowed to connect (repeatable)")
-    serve.set_defaults(func=_serve)
+    # Listed for --help only: main() hands `segdash serve ...` to Panel's serve command.
+    sub.add_parser("serve", help="serve the dashboard in the browser (`segdash serve --help`: "
+                                 "image, limits and every `panel serve` option)")
 
     train = sub.add_parser("train", help="train a project's model, as the dashboard does")
     train.add_argument("project", help="project file (segdash-project.json)")
@@ -116,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``segdash`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        return _serve(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -89,6 +89,9 @@ class Segmenter(param.Parameterized):
         self._syncing = False
         #: Why the project could not be saved (shown until a save succeeds).
         self._save_problem = ""
+        #: Bytes this session may use for one image's features and results (None: no
+        #: limit); checked before features are computed (:func:`check_memory`).
+        self.memory_limit: int | None = None
         _warm_up_once()
         if image is not None:
             self.set_image(image)
@@ -544,6 +547,7 @@ class Segmenter(param.Parameterized):
         with self._lock:
             if self._cache_key == key and self._cache is not None:
                 return self._cache[0]
+        check_memory(self.image, stack, len(self.classes), self.memory_limit)
         codes, quantizer = stack.codes(self.image, shared)
         with self._lock:
             self._cache_key, self._cache = key, (codes, quantizer)
@@ -625,6 +629,16 @@ class Segmenter(param.Parameterized):
                 if generation == self._generation:
                     self.param.update(error=str(exc), status="training failed")
             return None
+        except BaseException as exc:
+            if isinstance(exc, Exception | KeyboardInterrupt):
+                raise  # a bug is raised as it is; Ctrl-C in a notebook still stops
+            # SystemExit (a plugin calling sys.exit) or another BaseException: the session
+            # must not die of it, nor the thread that runs it.
+            with self._lock:
+                if generation == self._generation:
+                    self.param.update(error=stopped_message(self, exc),
+                                      status="training failed")
+            return None
         finally:
             self.busy = False
         with self._lock:
@@ -641,6 +655,12 @@ class Segmenter(param.Parameterized):
                 return c
         return info
 
+    def abandon_training(self) -> None:
+        """A training that cannot be stopped (a hung plugin) was left running elsewhere:
+        whatever it returns is discarded, and the session no longer shows it as busy."""
+        with self._lock:
+            self._generation += 1
+        self.param.update(busy=False, status="training abandoned")
 
     def _publish(self, model: SegmentationModel, proba: np.ndarray, status: str) -> None:
         segmentation, uncertainty = model.labels_and_uncertainty(proba)
@@ -667,6 +687,7 @@ class Segmenter(param.Parameterized):
         if self.image is None:
             raise ValueError("open an image before applying a model")
         model.check_image(self.image)
+        check_memory(self.image, model.stack, len(model.classes_), self.memory_limit)
         with self._lock:
             self._generation += 1
         theirs = {c.id: c for c in model.classes}
@@ -728,6 +749,64 @@ class Segmenter(param.Parameterized):
 def _same_quantizer(a: Any, b: Any) -> bool:
     return (len(a) == len(b) and np.array_equal(a.offset, b.offset)
             and np.array_equal(a.scale, b.scale) and np.array_equal(a.kind, b.kind))
+def stopped_message(segmenter: Segmenter, exc: BaseException) -> str:
+    """What to tell the user when a plugin stopped training with a BaseException that is
+    not an Exception (``sys.exit()`` in a plugin, ``SystemExit``)."""
+    return (f"training stopped: {type(exc).__name__}({exc}) was raised while training "
+            f"{segmenter.classifier} on the features {', '.join(segmenter.features)} "
+            "(a plugin may have called sys.exit); choose another classifier or feature "
+            "extractor")
+
+
+def session_bytes(shape: Sequence[int], stack: FeatureStack, n_classes: int) -> int:
+    """Estimated peak bytes of a session segmenting an image of ``shape``.
+
+    Per pixel: F features at the stack's peak ``code_bytes`` each while their uint8 codes
+    are made, the float32 prepared image (4 bytes a channel), K float32 class probabilities
+    with the copies smoothing and labelling take (12 bytes a class), and the painted mask,
+    segmentation, uncertainty and overlay (16 bytes). On a 2048x2048 RGB image with the
+    default features (72) and two classes this gives 0.82 GB; the measured peak of such a
+    session is 0.86 GB (docs/performance.md).
+
+    Parameters
+    ----------
+    shape : sequence of int
+        ``(H, W)`` or ``(H, W, C)``.
+    stack : FeatureStack
+        The feature extractors and their settings.
+    n_classes : int
+        Classes K.
+    """
+    channels = int(shape[2]) if len(shape) > 2 else 1
+    pixels = int(shape[0]) * int(shape[1])
+    n_features = len(stack.feature_names(channels))
+    per_pixel = n_features * stack.code_bytes + 4 * channels + 12 * max(n_classes, 2) + 16
+    return pixels * per_pixel
+
+
+def check_memory(image: np.ndarray, stack: FeatureStack, n_classes: int,
+                 limit: int | None) -> None:
+    """Refuse an image whose features would not fit in ``limit`` bytes.
+
+    Raises
+    ------
+    ImageError
+        The estimate (:func:`session_bytes`) exceeds ``limit``; the message says by how
+        much and what to do instead.
+    """
+    if limit is None:
+        return
+    need = session_bytes(image.shape, stack, n_classes)
+    if need > limit:
+        raise ImageError(
+            f"this image ({image.shape[1]}x{image.shape[0]}) needs ~{_size(need)} of "
+            f"features; the limit of a session on this server is {_size(limit)}: use "
+            "a working resolution (a downsampled copy of the image, or fewer feature scales) "
+            "or `segdash apply` (tiled, any size)")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
 
 
 def warm_up() -> None:

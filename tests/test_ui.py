@@ -596,7 +596,8 @@ def test_feature_multi_select_concatenates_selected_extractors(extra_extractor):
         card.select.value = ["basic", extra_extractor]
         assert view.segmenter.features == ["basic", extra_extractor]
         titles = [p.objects[0].object for p in card.settings.objects]
-        assert titles == ["**basic** settings", f"**{extra_extractor}** settings"]
+        assert titles == ["**basic** settings",
+                              f"**{markdown_text(extra_extractor)}** settings"]
         paint_two_classes(view)
         assert view.wait_idle(60)
         model = view.segmenter.model
@@ -642,7 +643,7 @@ def test_switching_classifier_retrains_and_shows_its_settings(app):
     assert app.wait_idle(60)
     assert app.segmenter.model.classifier == "gradient_boosting"
     settings = card.settings.objects[0]
-    assert settings.objects[0].object == "**gradient_boosting** settings"
+    assert settings.objects[0].object == r"**gradient\_boosting** settings"
     assert "max_iter" in settings.objects[-1].parameters
 
 
@@ -682,8 +683,8 @@ def test_broken_plugins_are_listed_in_the_page(monkeypatch):
         image, _ = two_texture_image(64)
         view = SegdashApp(image=image)
         assert view.plugin_alert.visible
-        assert "ui_broken" in view.plugin_alert.object
-        assert "segdash_no_such_module" in view.plugin_alert.object
+        assert markdown_text("ui_broken") in view.plugin_alert.object
+        assert markdown_text("segdash_no_such_module") in view.plugin_alert.object
         # Choosing it: a message, no crash.
         view.cards.features.select.value = ["basic", "ui_broken"]
         assert view.segmenter.features == ["basic"]
@@ -924,3 +925,20 @@ def test_websocket_origins_default_to_this_machine():
     assert websocket_origins(5006, None) == ["localhost:5006", "127.0.0.1:5006"]
     assert websocket_origins(80, "10.1.2.3")[-1] == "10.1.2.3:80"
     assert websocket_origins(80, "0.0.0.0", ["example.org"]) == ["example.org"]
+
+
+def test_feature_extractor_names_are_escaped_in_the_choices_menu():
+    # The MultiChoice menu renders labels as HTML: a name reaches it escaped.
+    name = '<img src="x" onerror="window.flag=1">'
+    registry.features.register(name, ConstantPlusIntensity, overwrite=True)
+    try:
+        image, _ = two_texture_image(64)
+        view = SegdashApp(image=image)
+        options = view.cards.features.select.options
+        assert options["&lt;img src=&quot;x&quot; onerror=&quot;window.flag=1&quot;&gt;"] == name
+        assert not any("<" in label for label in options)
+        view.cards.features.select.value = ["basic", name]
+        assert view.segmenter.features == ["basic", name]
+        view.close()
+    finally:
+        registry.features.unregister(name)

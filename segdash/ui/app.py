@@ -32,14 +32,14 @@ from .canvas import Brush, Canvas
 from .cards import CardContext, Cards
 from .display import html_text, markdown_text
 from .samples import DEFAULT_SAMPLE, load_sample
-from .worker import SessionWorker
+from .worker import ComputePool, JobAbandoned, SessionBlocked, SessionWorker
 
 log = logging.getLogger("segdash.ui")
 
 
 def user_message(exc: BaseException) -> str:
     """What to tell the user about ``exc``: segdash's own errors as they are, others named."""
-    if isinstance(exc, SegdashError | ValueError):
+    if isinstance(exc, SegdashError | ValueError | JobAbandoned | SessionBlocked):
         return str(exc)
     return f"unexpected error ({type(exc).__name__}): {exc}"
 
@@ -57,6 +57,11 @@ class SegdashApp(pn.viewable.Viewer):
         A project to open instead (its first usable image on screen).
     scheduler : str, optional
         Address of the Dask scheduler *Apply to project* runs on (default: local).
+    memory_limit : int, optional
+        Bytes the session may use for an image's features and results (see
+        :func:`segdash.segmenter.check_memory`); default: no limit.
+    pool : ComputePool, optional
+        Where the session's jobs run (default: the process's shared pool).
     """
 
     #: Segmenter parameters the page shows outside the cards and the plot: the busy
@@ -65,6 +70,7 @@ class SegdashApp(pn.viewable.Viewer):
 
     def __init__(self, image: np.ndarray | None = None, image_name: str | None = None,
                  project: Project | None = None, scheduler: str | None = None,
+                 memory_limit: int | None = None, pool: ComputePool | None = None,
                  **params: Any) -> None:
         super().__init__(**params)
         if image is None and project is None:
@@ -78,8 +84,10 @@ class SegdashApp(pn.viewable.Viewer):
         self.errors: deque[str] = deque(maxlen=100)
 
         self.segmenter = Segmenter()
+        self.segmenter.memory_limit = memory_limit
         self.worker = SessionWorker(on_error=self._job_failed,
-                                    on_busy=partial(self._request, "busy"))
+                                    on_busy=partial(self._request, "busy"),
+                                    on_abandon=self._job_abandoned, pool=pool)
         self.segmenter.run_training = partial(self.worker.submit, key="train")
         opened_error = ""
         if project is not None:
@@ -120,7 +128,7 @@ class SegdashApp(pn.viewable.Viewer):
                          for e in reg.errors]
         self.plugin_alert = pn.pane.Alert(
             "**Plugins that failed to load:**\n\n"
-            + "\n".join(f"- {e}" for e in plugin_errors),
+            + "\n".join(f"- {markdown_text(e)}" for e in plugin_errors),
             alert_type="warning", visible=bool(plugin_errors), sizing_mode="stretch_width",
             css_classes=["segdash-plugin-errors"])
         self.spinner = pn.indicators.LoadingSpinner(value=False, size=24,
@@ -225,9 +233,13 @@ class SegdashApp(pn.viewable.Viewer):
         self.alert.visible = False
 
     def _job_failed(self, exc: BaseException) -> None:
-        if not isinstance(exc, SegdashError | ValueError):
+        if not isinstance(exc, SegdashError | ValueError | JobAbandoned | SessionBlocked):
             log.error("job failed", exc_info=exc)
         self.report(user_message(exc))
+
+    def _job_abandoned(self, what: str) -> None:
+        # Whatever the abandoned job was, a training it started must not publish later.
+        self.segmenter.abandon_training()
 
     # -- lifetime ---------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from typing import Any
 import panel as pn
 import param
 
+from .display import markdown_text
+
 
 def range_pairs(obj: param.Parameterized) -> list[str]:
     """Bases ``x`` for which ``obj`` has numeric parameters ``x_min`` and ``x_max``."""
@@ -86,5 +88,6 @@ def settings_panel(obj: param.Parameterized, title: str) -> pn.Column:
     if plain:
         parts.append(pn.Param(obj, parameters=plain, widgets=widgets, show_name=False,
                               sizing_mode="stretch_width", margin=0))
-    return pn.Column(pn.pane.Markdown(f"**{title}** settings", margin=(0, 10)), *parts,
+    heading = pn.pane.Markdown(f"**{markdown_text(title)}** settings", margin=(0, 10))
+    return pn.Column(heading, *parts,
                      sizing_mode="stretch_width", css_classes=["segdash-settings"])

@@ -62,11 +62,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(*args: str, log_path: Path, env: dict[str, str] | None = None
-                 ) -> tuple[subprocess.Popen, str]:
+def start_server(*args: str, log_path: Path, env: dict[str, str] | None = None,
+                 port: int | None = None) -> tuple[subprocess.Popen, str]:
     """Start ``segdash serve ARGS`` on a free loopback port; return the process and its URL.
     ``env``: the server's environment (default: this process's)."""
-    port = free_port()
+    port = port or free_port()
     cmd = [sys.executable, "-m", "segdash.cli", "serve", *args, "--port", str(port),
            "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}"]
     log = open(log_path, "w")  # noqa: SIM115  (closed with the process)
@@ -108,9 +108,11 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def serving(log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run ``segdash serve`` for the block, yielding its URL; print its log if it crashed."""
-    proc, url = start_server(log_path=log_path, env=env)
+def serving(log_path: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+            ) -> Iterator[str]:
+    """Run ``segdash serve ARGS`` for the block, yielding its URL; print its log if it
+    crashed."""
+    proc, url = start_server(*args, log_path=log_path, env=env)
     try:
         yield url
     finally:

@@ -9,6 +9,7 @@ import param
 
 from ... import registry
 from ...errors import SegdashError
+from ..display import html_text
 from ..settings import settings_panel
 from .base import Card, CardContext
 
@@ -49,8 +50,11 @@ class FeaturesCard(_SettingsCard):
 
     def __init__(self, context: CardContext, **params: Any) -> None:
         super().__init__(context, **params)
+        # The choices' menu renders labels as HTML (Bokeh's Choices.js has allowHTML on):
+        # the labels are escaped names, the values the names themselves.
         self.select = pn.widgets.MultiChoice(
-            label="Feature extractors", options=registry.features.names(),
+            label="Feature extractors",
+            options={html_text(n): n for n in registry.features.names()},
             value=list(self.segmenter.features))
         self.select.param.watch(self._on_select, "value")
 

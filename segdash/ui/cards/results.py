@@ -29,6 +29,9 @@ class ResultsCard(Card):
             self.segmenter.param.live_update, label="Live update (retrain after each change)")
         self.train_button = pn.widgets.Button(label="Train", color="primary")
         self.train_button.on_click(self._train_clicked)
+        self.stop_button = pn.widgets.Button(label="Stop", variant="outline",
+                                             css_classes=["segdash-stop"])
+        self.stop_button.on_click(self._stop_clicked)
         self.overlay_toggle = pn.widgets.Checkbox.from_param(self.param.show_overlay,
                                                               label="Show overlay")
         self.opacity_slider = pn.widgets.FloatSlider.from_param(self.param.opacity,
@@ -36,7 +39,8 @@ class ResultsCard(Card):
         self.view_select = pn.widgets.RadioButtonGroup.from_param(self.param.view, label="Show")
 
     def controls(self) -> list[Any]:
-        return [self.live_toggle, self.train_button, self.overlay_toggle, self.opacity_slider,
+        return [self.live_toggle, pn.Row(self.train_button, self.stop_button),
+                self.overlay_toggle, self.opacity_slider,
                 self.view_select]
 
     def overlay_view(self) -> OverlayView:
@@ -46,6 +50,11 @@ class ResultsCard(Card):
     def _train_clicked(self, event: Any = None) -> None:
         self.context.clear_error()
         self.context.worker.submit(self._train_now, key="train")
+
+    def _stop_clicked(self, event: Any = None) -> None:
+        # Queued work is dropped; a running job is abandoned (its result discarded).
+        if not self.context.worker.cancel():
+            self.context.report("nothing is running")
 
     def _train_now(self) -> None:
         seg = self.segmenter
