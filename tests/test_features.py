@@ -272,3 +272,48 @@ def test_stack_concatenates_and_prefixes_names(rgb_image):
 def test_stack_rejects_unknown_settings_listing_valid_ones():
     with pytest.raises(ValueError, match="has no setting.*sigma_max"):
         FeatureStack("basic", {"sigma_maxx": 3})
+
+
+class _NoInnerHook(BasicFeatures):
+    """``basic`` as a plugin without ``compute_codes_inner``: the contract's default."""
+
+    compute_codes_inner = property(lambda self: _raise_attribute())
+
+
+def _raise_attribute():
+    raise AttributeError("compute_codes_inner")
+
+
+@pytest.mark.parametrize("context", [(0, 0), (0, 60), (60, 0), (60, 75)])
+def test_codes_of_a_tile_with_context_equal_the_crop_of_the_whole_image_codes(context):
+    from segdash.contract import hook
+
+    rng = np.random.default_rng(9)
+    img = rng.random((260, 280, 3)).astype(np.float32)
+    stack = FeatureStack("basic", {"sigma_max": 8})
+    whole, q = stack.codes(img)
+    assert stack.halo <= 60
+    # a tile with `context` pixels of its neighbours around it; an axis without context
+    # is whole
+    cy, cx = context
+    y0, y1 = (70, 190) if cy else (0, 260)
+    x0, x1 = (90, 200) if cx else (0, 280)
+    block = img[y0 - cy:y1 + cy, x0 - cx:x1 + cx]
+    codes, _ = stack.codes(block, q, context=context)
+    expected = whole[y0:y1, x0:x1]
+    np.testing.assert_array_equal(codes, expected)
+    # the contract's default (plugins without the hook) gives the same codes
+    plain = _NoInnerHook(sigma_max=8)
+    assert not hasattr(plain, "compute_codes_inner")
+    inner = hook(plain, "compute_codes_inner")(prepare_image(block), q, context)
+    np.testing.assert_array_equal(inner, expected)
+
+
+def test_context_smaller_than_the_halo_is_refused():
+    stack = FeatureStack("basic", {"sigma_max": 4})
+    img = np.zeros((80, 80), np.float32)
+    _, q = stack.codes(img)
+    with pytest.raises(ValueError, match="less than the features' halo"):
+        stack.codes(img, q, context=(stack.halo - 1, 0))
+    with pytest.raises(ValueError, match="need the model's quantizer"):
+        stack.codes(img, context=(stack.halo, stack.halo))

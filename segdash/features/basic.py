@@ -183,8 +183,30 @@ class BasicFeatures(FeatureExtractor):
             raise ValueError("the quantizer does not match these feature settings")
         return self._run(image, quantizer)
 
-    def _run(self, image: np.ndarray, quantizer: Quantizer | None) -> np.ndarray:
+    def compute_codes_inner(self, image: np.ndarray, quantizer: Quantizer,
+                            context: tuple[int, int]) -> np.ndarray:
+        """uint8 codes of ``image[cy:H - cy, cx:W - cx]`` using the ``context`` pixels
+        around it instead of padding (see :meth:`FeatureExtractor.compute_codes_inner`):
+        equal to the crop of :meth:`compute_codes` of the image the tile was cut from."""
+        if len(quantizer) != len(self.feature_names(image.shape[2])):
+            raise ValueError("the quantizer does not match these feature settings")
+        return self._run(image, quantizer, context)
+
+    def _run(self, image: np.ndarray, quantizer: Quantizer | None,
+             context: tuple[int, int] = (0, 0)) -> np.ndarray:
+        pad = self.halo
+        cy, cx = (int(v) for v in context)
+        for v in (cy, cx):
+            if 0 < v < pad:
+                raise ValueError(f"context of {v} pixels is less than the halo ({pad}): "
+                                 "give 0 or at least the halo")
+        # An axis with context is cut to the pixels its inner part needs and not padded;
+        # an axis without is mirror-padded.
+        ky, kx = (cy - pad if cy else 0), (cx - pad if cx else 0)
+        image = image[ky:image.shape[0] - ky, kx:image.shape[1] - kx]
+        py, px = (0 if cy else pad), (0 if cx else pad)  # mirror padding still needed
         h, w, n_ch = image.shape
+        h, w = h + 2 * py - 2 * pad, w + 2 * px - 2 * pad
         steps = self._plan()
         ns = len(steps)
         layout = self._layout(n_ch)
@@ -196,7 +218,6 @@ class BasicFeatures(FeatureExtractor):
         out = np.empty((h, w, n_out), dtype=dtype)
         if n_out == 0:
             return out
-        pad = self.halo
         shape = (h + 2 * pad, w + 2 * pad)
         # Pass by pass (channel by channel): the smoothed scales of one channel only in
         # memory (a third of all channels', and as fast since the feature rows are written
@@ -213,7 +234,7 @@ class BasicFeatures(FeatureExtractor):
             # Mirror padding (scipy's "reflect") by the halo: every output pixel then
             # depends only on pixels within `halo`, so a tile's features equal the tile of
             # the features.
-            padded = np.pad(chan, pad, mode="symmetric")
+            padded = np.pad(chan, ((py, py), (px, px)), mode="symmetric")
             smooth_all(padded, steps, smooth, pad)
             # The extra cascades only feed pointwise formulas: no margin around the inner
             # region is needed.
