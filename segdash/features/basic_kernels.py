@@ -35,10 +35,10 @@ def _feature_rows(smooth, sq, jxx, jxy, jyy, nst, pad, i0, i1, w, fam, out, k0, 
     ``jxy``, ``jyy`` the gradient products smoothed (read when ``fam[5]``). ``fam`` flags
     the families in :data:`FLAG_ORDER`; the laplacian, deviation and structure families are
     written for the first ``nst`` scales only. Features are written from ``k0`` in
-    ``out``, scale by scale (``(H, W, F)``, float32, or uint8 codes when ``quantize``, each feature coded by
-    its quantizer kind). A block of a row of every feature is computed first (vectorised
-    along the row), then written pixel by pixel so that each pixel's features are written
-    together.
+    ``out``, scale by scale (``(H, W, F)``, float32, or uint8 codes when ``quantize``,
+    each feature coded by its quantizer kind). A block of a row of every feature is
+    computed first (vectorised along the row), then written pixel by pixel so that each
+    pixel's features are written together.
     """
     half = np.float32(0.5)
     quarter = np.float32(0.25)
