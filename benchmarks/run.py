@@ -8,13 +8,18 @@ after the other, so that a busy machine slows both alike: read the ratios.
 
 Measures (medians of repeats):
 
-features   basic features, default settings (sigma 0.5..16, 6 scales, 3 families), against
-           ``multiscale_basic_features`` with the same families and scales.
+features   basic features, default settings (sigma 0.5..16, 6 scales, all six families),
+           against ``multiscale_basic_features`` (its three families, same scales).
+features (skimage's families)
+           basic with skimage's three families only (intensity, edges, Hessian texture),
+           against ``multiscale_basic_features`` with the same families and scales.
 first      a newly opened image: features + fit + predict + results (segdash through the
            ``Segmenter``), against reference features (sigma 1..16) + fit + predict.
 update     one more stroke with features cached: stroke in -> new segmentation,
            probabilities and uncertainty out (``Segmenter.add_stroke``), against the
-           reference's refit + predict.
+           reference's refit + predict. ``update parts`` splits it: rasterising the strokes
+           and gathering the painted pixels' codes, fitting, the tree walk, the smoothing of
+           the probabilities, labels and uncertainty.
 predict    seconds per megapixel to predict, per built-in classifier (fit time beside).
 memory     peak resident memory of a fresh process: a session (open, paint, train, one
            more stroke) against the reference pipeline.
@@ -143,10 +148,14 @@ def bench_size(size: int, grey: bool, reps: int, out: Callable[[str], None]) -> 
         out(format_row(d))
         return d
 
-    # features: same families and scales (skimage's defaults are sigma 0.5..16 too)
+    # features: the defaults, and skimage's families alone (its defaults are sigma 0.5..16)
     ext = BasicFeatures()
+    same = BasicFeatures(laplacian=False, deviation=False, structure=False)
     t_ours, t_ref = paired(lambda: ext(img), lambda: ref_features(img, sigma_min=0.5), r)
     row("features", t_ours, t_ref, note=f"{len(ext.feature_names(image_channels(img)))} features")
+    t_ours, t_ref = paired(lambda: same(img), lambda: ref_features(img, sigma_min=0.5), r)
+    row("features skimage's families", t_ours, t_ref,
+        note=f"{len(same.feature_names(image_channels(img)))} features")
 
     # first segmentation of a newly opened image
     def ours_first():
@@ -181,6 +190,8 @@ def bench_size(size: int, grey: bool, reps: int, out: Callable[[str], None]) -> 
     t_ours = tuple(np.median(times, axis=0))
     t_ref = tuple(np.median(ref_times, axis=0))
     row("update", t_ours, t_ref, note=f"{int(np.count_nonzero(labels_more))} painted px")
+    total = update_parts(seg, img, [*strokes, extra], max(5, 2 * reps))
+    row("update parts", total, None, note=update_parts.note)
     from sklearn.ensemble import RandomForestClassifier
 
     feats = cache["feats"]
@@ -292,6 +303,42 @@ def bench_memory(size: int, grey: bool, out: Callable[[str], None]) -> dict:
     return d
 
 
+def update_parts(seg, img: np.ndarray, strokes: list, reps: int) -> tuple[float, float]:
+    """Where an update's time goes, each part timed alone on the session's cached codes
+    (median of ``reps``); returns the parts' total and prints them in the row's note."""
+    from segdash.model import SegmentationModel
+    from segdash.postprocess import labels_and_uncertainty, smooth_probabilities
+    from segdash.strokes import rasterize_strokes
+    from segdash.treewalk import predict_proba_codes
+
+    model = seg.model
+    codes = seg.feature_codes()
+    h, w, f = codes.shape
+    parts: dict[str, list[float]] = {k: [] for k in ("strokes", "fit", "trees", "smooth",
+                                                      "labels")}
+    for _ in range(reps):
+        t = time.perf_counter()
+        labels = rasterize_strokes(strokes, img.shape)
+        parts["strokes"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fitted = SegmentationModel.train(codes, labels, model.stack, model.quantizer,
+                                         model.classifier, model.classifier_params,
+                                         model.n_channels)
+        parts["fit"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        proba = predict_proba_codes(fitted.estimator, codes.reshape(-1, f)).reshape(h, w, -1)
+        parts["trees"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        proba = smooth_probabilities(proba, fitted.smoothing)
+        parts["smooth"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        labels_and_uncertainty(proba, fitted.classes_.astype(fitted.label_dtype))
+        parts["labels"].append(time.perf_counter() - t)
+    med = {k: float(np.median(v)) for k, v in parts.items()}
+    update_parts.note = ", ".join(f"{k} {1000 * v:.0f}" for k, v in med.items()) + " ms"
+    return sum(med.values())
+
+
 # -- targets ------------------------------------------------------------------------------
 
 
@@ -332,6 +379,71 @@ def check_targets(rows: list[dict], acc: list[dict] | None, out: Callable[[str],
                        f"{100 * mean:+.1f} points"))
     for what, ok, fig in checks:
         out(f"  [{'met' if ok else 'NOT MET':7s}] {what}: {fig}")
+    check_targets_12(get, acc, out)
+
+
+def check_targets_12(get: Callable, acc: list[dict] | None, out: Callable[[str], None]) -> None:
+    """The targets of issue 12 (texture-aware defaults, faster updates and batch)."""
+    out("\ntargets (issue 12)")
+    checks = []
+    f = get("features skimage's families", 2048)
+    if f:
+        checks.append(("features 2048² RGB >= 15x faster than skimage, same families",
+                       f["ratio"] >= 15, f"{f['ratio']:.1f}x ({f['segdash']:.2f} s vs "
+                                         f"{f['reference']:.2f} s)"))
+    f = get("features", 2048)
+    if f:
+        checks.append(("features 2048² RGB, all default families, >= 15x faster than skimage",
+                       f["ratio"] >= 15, f"{f['ratio']:.1f}x ({f['segdash']:.2f} s vs "
+                                         f"{f['reference']:.2f} s)"))
+    u = get("update", 1024)
+    if u:
+        checks.append(("update 1024² RGB median < 100 ms", u["segdash"] < 0.1,
+                       f"{1000 * u['segdash']:.0f} ms"))
+    fs = get("first", 1024)
+    if fs:
+        checks.append(("first segmentation 1024² RGB < 0.3 s", fs["segdash"] < 0.3,
+                       f"{fs['segdash']:.2f} s"))
+    if acc:
+        gain = [r["segdash"] - r["reference"] for r in acc]
+        by = {r["scene"]: r for r in acc}
+        checks.append(("accuracy >= 6 points better on average", np.mean(gain) >= 0.06,
+                       f"{100 * np.mean(gain):+.1f} points over {len(acc)} scenes"))
+        worst = int(np.argmin(gain))
+        checks.append(("accuracy >= reference on every scene", gain[worst] >= 0,
+                       f"worst {100 * gain[worst]:+.1f} points ({acc[worst]['scene']})"))
+        for name, need in (("brick/grass/gravel (grey)", 0.85), ("photo mosaic (RGB)", 0.65)):
+            if name in by:
+                checks.append((f"{name} >= {100 * need:.0f} %", by[name]["segdash"] >= need,
+                               f"{100 * by[name]['segdash']:.1f} %"))
+        gb = [r["gradient_boosting"] - r["reference"] for r in acc]
+        worst = int(np.argmin(gb))
+        checks.append(("gradient_boosting >= reference on every scene", gb[worst] >= 0,
+                       f"worst {100 * gb[worst]:+.1f} points ({acc[worst]['scene']})"))
+    batch = _batch_result()
+    if batch:
+        best = max(batch["mp_per_s"].values())
+        checks.append(("batch 8192² RGB >= 6.2 MP/s (2x 3.1)", best >= 6.2,
+                       f"{best:.2f} MP/s at {batch['size']}² (make bench-batch, load "
+                       f"{batch['load'][0]:.1f})"))
+    else:
+        checks.append(("batch 8192² RGB >= 6.2 MP/s (2x 3.1)", False,
+                       "not measured: run make bench-batch first"))
+    checks.append(("mouse-up -> overlay in Chromium p50 < 250 ms, p95 < 500 ms", False,
+                   "no benchmark script yet"))
+    for what, ok, fig in checks:
+        out(f"  [{'met' if ok else 'NOT MET':7s}] {what}: {fig}")
+
+
+def _batch_result() -> dict | None:
+    """The last ``make bench-batch`` result at 8192², if any."""
+    from batch_memory import RESULT_FILE
+
+    try:
+        res = json.loads(RESULT_FILE.read_text())
+    except (OSError, ValueError):
+        return None
+    return res if res.get("size") == 8192 else None
 
 
 def main() -> None:

@@ -37,12 +37,14 @@ def _regions(size: int, n: int, seed: int) -> np.ndarray:
 
 
 def scripted_strokes(truth: np.ndarray, per_class: int = 3, seed: int = 0,
-                     width: float = 3.0, length: int = 40) -> list[Stroke]:
-    """Short wandering strokes well inside each class, as a user would paint them."""
+                     width: float = 3.0, length: int = 40,
+                     classes: tuple[int, ...] | None = None) -> list[Stroke]:
+    """Short wandering strokes well inside each class (or each of ``classes``), as a user
+    would paint them."""
     rng = np.random.default_rng(seed)
     strokes = []
     h, w = truth.shape
-    for cls in np.unique(truth):
+    for cls in (np.unique(truth) if classes is None else classes):
         inside = ndi.binary_erosion(truth == cls, iterations=max(4, h // 64))
         if not inside.any():
             inside = truth == cls
@@ -134,8 +136,101 @@ def photo_mosaic(size: int = 512) -> Scene:
     return Scene("photo mosaic (RGB)", img, truth, scripted_strokes(truth, seed=5))
 
 
+def _centreline_strokes(paths: list[np.ndarray], label: int, count: int, width: float,
+                        seed: int, length: int = 30) -> list[Stroke]:
+    """``count`` strokes along pieces of ``length`` points of the given ``(N, 2)`` (y, x)
+    paths: painted down the middle of a thin structure, as a user would trace it."""
+    rng = np.random.default_rng(seed)
+    strokes = []
+    for k in rng.choice(len(paths), size=min(count, len(paths)), replace=False):
+        path = paths[k]
+        i = int(rng.integers(0, max(1, len(path) - length)))
+        piece = path[i:i + length]
+        strokes.append(Stroke(tuple(piece[:, 1].tolist()), tuple(piece[:, 0].tolist()),
+                              label, width))
+    return strokes
+
+
+def thin_fibres(size: int = 512) -> Scene:
+    """Grey: thin, faint, curving bright fibres (2-3 px wide) on a noisy, uneven background.
+
+    Not a texture: what tells the classes apart is a line's shape at a fine scale (ridge
+    curvature), and the strokes trace a few fibres down their middle.
+    """
+    rng = np.random.default_rng(6)
+    s = size / 512
+    fibre = np.zeros((size, size), bool)
+    paths = []
+    for _ in range(24):
+        # a smooth random curve: heading drifts slowly, steps of half a pixel
+        y, x = rng.uniform(0, size, 2)
+        heading = rng.uniform(0, 2 * np.pi)
+        pts = []
+        for _ in range(int(1400 * s)):
+            heading += rng.normal(0, 0.03)
+            y, x = y + 0.5 * np.sin(heading), x + 0.5 * np.cos(heading)
+            if not (1 <= y < size - 1 and 1 <= x < size - 1):
+                break
+            pts.append((y, x))
+        if len(pts) < 80:
+            continue
+        pts = np.array(pts)
+        paths.append(pts[::2])
+        fibre[pts[:, 0].astype(int), pts[:, 1].astype(int)] = True
+    fibre = ndi.binary_dilation(fibre, iterations=1)
+    truth = np.where(fibre, 2, 1).astype(np.uint8)
+    img = 0.4 + 0.25 * ndi.gaussian_filter(fibre.astype(float), 0.7)
+    img += 0.1 * ndi.gaussian_filter(rng.normal(size=(size, size)), size / 16) * size / 16
+    img += rng.normal(0, 0.08, (size, size))
+    # background strokes kept 6 px away from any fibre, fibre strokes down the middle
+    strokes = (scripted_strokes(np.where(ndi.binary_dilation(fibre, iterations=6), 2, 1),
+                                seed=6, classes=(1,))
+               + _centreline_strokes(paths, 2, 4, 1.5, seed=6))
+    return Scene("thin fibres (grey)", np.clip(img, 0, 1).astype(np.float32), truth, strokes)
+
+
+def touching_blobs(size: int = 512) -> Scene:
+    """Grey: small and large round blobs, many touching, same brightness, on noise.
+
+    Not a texture: the classes differ only by blob size, and touching blobs merge into
+    shapes of every size, so only features at the blobs' own scale tell them apart.
+    """
+    rng = np.random.default_rng(7)
+    s = size / 512
+    yy, xx = np.mgrid[:size, :size]
+    truth = np.ones((size, size), np.uint8)
+    centres = {2: [], 3: []}
+    for _ in range(int(90 * s * s)):
+        cls = int(rng.integers(2, 4))
+        r = (5.0 if cls == 2 else 14.0) * s
+        # half the blobs are placed against an earlier one, so that blobs touch
+        if centres[2] + centres[3] and rng.random() < 0.5:
+            cy, cx, cr = (centres[2] + centres[3])[rng.integers(len(centres[2] + centres[3]))]
+            a = rng.uniform(0, 2 * np.pi)
+            cy, cx = cy + (cr + r) * np.sin(a), cx + (cr + r) * np.cos(a)
+        else:
+            cy, cx = rng.uniform(0, size, 2)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        if (truth[disc] != 1).mean() > 0.1 if disc.any() else True:
+            continue
+        truth[disc] = cls
+        centres[cls].append((cy, cx, r))
+    img = np.where(truth > 1, 0.6, 0.4) + rng.normal(0, 0.12, (size, size))
+    strokes = scripted_strokes(truth, seed=7, classes=(1,))
+    for cls, width in ((2, 2.0), (3, 3.0)):
+        picks = rng.choice(len(centres[cls]), size=min(4, len(centres[cls])), replace=False)
+        for k in picks:
+            cy, cx, r = centres[cls][k]
+            # across the blob through its centre, staying inside it
+            d = 0.6 * r
+            strokes.append(Stroke((cx - d, cx + d), (cy, cy), cls, width))
+    return Scene("touching blobs, 2 sizes (grey)", np.clip(img, 0, 1).astype(np.float32),
+                 truth, strokes)
+
+
 SCENES: list[Callable[[int], Scene]] = [
-    two_textures, texture_mosaic, noisy_shapes, colour_cells, photo_mosaic,
+    two_textures, texture_mosaic, noisy_shapes, colour_cells, photo_mosaic, thin_fibres,
+    touching_blobs,
 ]
 
 

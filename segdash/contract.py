@@ -124,7 +124,7 @@ class FeatureExtractor(param.Parameterized):
     parameters are the settings and the class builds with no arguments.
 
     Optional hooks, with their defaults: :meth:`quantizer`, :meth:`compute_codes`,
-    :attr:`code_bytes`.
+    :meth:`compute_codes_inner`, :attr:`code_bytes`.
     """
 
     #: Bytes per feature and pixel that :meth:`compute_codes` needs at its peak (tiling
@@ -164,6 +164,38 @@ class FeatureExtractor(param.Parameterized):
         """
         return quantizer(check_output(type(self).__name__, self, image))
 
+    def compute_codes_inner(self, image: np.ndarray, quantizer: Quantizer,
+                            context: tuple[int, int]) -> np.ndarray:
+        """uint8 codes of the inner part of a prepared image that already holds its own
+        context: ``compute_codes(whole image)[cy:H - cy, cx:W - cx]`` restricted to the
+        pixels whose features that context covers.
+
+        Tiling hands each tile with ``halo`` pixels of its neighbours (mirrored at the image
+        border) on every side: an extractor that uses them instead of padding the tile
+        again computes each pixel's features once.
+
+        Parameters
+        ----------
+        image : numpy.ndarray
+            ``(H, W, C)`` prepared image.
+        quantizer : Quantizer
+        context : (int, int)
+            ``(cy, cx)``: rows (columns) of context on each side; each is 0 (the axis is
+            whole: pad it as :meth:`compute_codes` does) or at least :attr:`halo`.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(H - 2 cy, W - 2 cx, F)`` uint8, equal to the same pixels of the codes of the
+            image the tile was cut from.
+
+        Default: :meth:`compute_codes` of the whole input, cropped (each pixel of the
+        context is computed too, and then thrown away).
+        """
+        cy, cx = (int(v) for v in context)
+        codes = hook(self, "compute_codes")(image, quantizer)
+        return codes[cy:codes.shape[0] - cy, cx:codes.shape[1] - cx]
+
 
 class Classifier(param.Parameterized):
     """A classifier entry: its parameters are hyper-parameters; :meth:`build` makes an
@@ -190,6 +222,7 @@ class Classifier(param.Parameterized):
 HOOKS: dict[str, type] = {
     "quantizer": FeatureExtractor,
     "compute_codes": FeatureExtractor,
+    "compute_codes_inner": FeatureExtractor,
     "code_bytes": FeatureExtractor,
     "trusted_types": Classifier,
     "fit_threads": Classifier,

@@ -123,7 +123,8 @@ class FeatureStack:
         )
 
     def codes(
-        self, image: Any, quantizer: Quantizer | None = None
+        self, image: Any, quantizer: Quantizer | None = None,
+        context: tuple[int, int] = (0, 0),
     ) -> tuple[np.ndarray, Quantizer]:
         """uint8 feature codes of ``image``, and the quantizer that made them.
 
@@ -136,12 +137,17 @@ class FeatureStack:
             extractor's ``quantizer(channel_low, channel_span)`` hook over the image's
             channel ranges (the built-in ``basic``), or linearly over the range of its
             features on this image (the hook's default, None).
+        context : (int, int)
+            ``(cy, cx)``: ``image`` is a tile holding this many rows (columns) of its
+            neighbours on each side, 0 or at least :attr:`halo` (tiling); the codes are
+            those of ``image[cy:H - cy, cx:W - cx]``, computed by each extractor's
+            ``compute_codes_inner`` hook. Needs ``quantizer``.
 
         Returns
         -------
         codes : numpy.ndarray
-            ``(H, W, F)`` uint8, ``quantizer(self(image))``, computed without holding the
-            float32 features where the extractor allows.
+            ``(H - 2 cy, W - 2 cx, F)`` uint8, ``quantizer(self(image))``, computed without
+            holding the float32 features where the extractor allows.
         quantizer : Quantizer
         """
         img = prepare_image(image)
@@ -152,8 +158,16 @@ class FeatureStack:
                 f"the quantizer codes {len(quantizer)} features but these feature settings "
                 f"make {sum(sizes)}"
             )
+        cy, cx = (int(v) for v in context)
+        if (cy or cx) and quantizer is None:
+            raise ValueError("codes of a tile with context need the model's quantizer")
+        for v in (cy, cx):
+            if 0 < v < self.halo:
+                raise ValueError(f"context of {v} pixels is less than the features' halo "
+                                 f"({self.halo}): give 0 or at least the halo")
+        inner = (img.shape[0] - 2 * cy, img.shape[1] - 2 * cx)
         single = len(self.extractors) == 1
-        out = None if single else np.empty((*img.shape[:2], sum(sizes)), np.uint8)
+        out = None if single else np.empty((*inner, sum(sizes)), np.uint8)
         ranges = channel_range(img) if quantizer is None else None
         parts = []
         start = 0
@@ -166,6 +180,8 @@ class FeatureStack:
                 q = Quantizer.from_sample(sample_grid(feats).reshape(-1, size))
                 part = q(feats)
                 del feats
+            elif cy or cx:
+                part = hook(ext, "compute_codes_inner")(img, q, (cy, cx))
             else:
                 part = hook(ext, "compute_codes")(img, q)
             if single:

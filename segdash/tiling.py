@@ -27,7 +27,7 @@ import numpy as np
 from .classes import ClassInfo
 from .io.render import overlay_rgb
 from .model import SegmentationModel
-from .postprocess import labels_and_uncertainty
+from .postprocess import labels_and_uncertainty, smoothing_halo
 
 #: Memory the features of one tile (halo included) may take, in bytes: sets the default
 #: tile size. A worker thread needs about this much plus the model's temporaries.
@@ -93,10 +93,20 @@ def check_tile(model: SegmentationModel, tile: int | None) -> int:
 
 def _proba_block(block: np.ndarray, model: SegmentationModel,
                  halo_trim: tuple[int, int]) -> np.ndarray:
-    """Probabilities of one tile extended by the halo, with the halo trimmed off."""
-    proba = model.predict_proba(block)
+    """Probabilities of one tile extended by the halo, with the halo trimmed off.
+
+    The features are computed once per pixel: only for the tile and the ring the
+    probability smoothing reads, from the neighbours' pixels the block already holds (the
+    extractors' ``compute_codes_inner`` hook), not by padding the block again.
+    """
     ty, tx = halo_trim
-    return proba[ty:proba.shape[0] - ty, tx:proba.shape[1] - tx]
+    ring = smoothing_halo(model.smoothing)
+    # an axis with a halo holds the features' halo and the smoothing's ring
+    context = (ty - ring if ty else 0, tx - ring if tx else 0)
+    codes, _ = model.stack.codes(block, model.quantizer, context=context)
+    proba = model.predict_proba_codes(codes)
+    ry, rx = (ring if ty else 0), (ring if tx else 0)
+    return proba[ry:proba.shape[0] - ry, rx:proba.shape[1] - rx]
 
 
 def _labels_block(proba: np.ndarray, class_ids: np.ndarray) -> np.ndarray:

@@ -18,28 +18,114 @@ def test_grey_image_gives_float32_features_with_names():
     ext = BasicFeatures()
     out = ext(img)
     names = ext.feature_names(1)
-    assert out.shape == (30, 40, 6 * 4) and out.dtype == np.float32
+    # 6 scales x 4 of skimage's families, and 5 scales (up to texture_sigma_max 8) x 6
+    # texture features
+    assert out.shape == (30, 40, 6 * 4 + 5 * 5) and out.dtype == np.float32
     assert len(names) == out.shape[2]
-    assert names[:4] == ["ch0 sigma=0.5 intensity", "ch0 sigma=0.5 edges",
-                         "ch0 sigma=0.5 texture max", "ch0 sigma=0.5 texture min"]
-    assert "ch0 sigma=2 edges" in names
+    assert names[:9] == ["ch0 sigma=0.5 intensity", "ch0 sigma=0.5 edges",
+                         "ch0 sigma=0.5 texture max", "ch0 sigma=0.5 texture min",
+                         "ch0 sigma=0.5 laplacian", "ch0 sigma=0.5 deviation",
+                         "ch0 sigma=0.5 structure max", "ch0 sigma=0.5 structure min",
+                         "ch0 sigma=0.5 coherence"]
+    assert "ch0 sigma=2 edges" in names and "ch0 sigma=8 coherence" in names
+    assert "ch0 sigma=16 coherence" not in names and "ch0 sigma=16 texture min" in names
 
 
 def test_rgb_features_are_per_channel(rgb_image):
-    ext = BasicFeatures(sigma_min=1, sigma_max=4)
+    ext = BasicFeatures(sigma_min=1, sigma_max=4, texture_channels="each")
     out = ext(rgb_image)
-    assert out.shape == (40, 48, 3 * 3 * 4)
+    assert out.shape == (40, 48, 3 * 3 * 9)
     names = ext.feature_names(3)
-    assert names[12].startswith("ch1 sigma=1 ")
+    assert names[3 * 9].startswith("ch1 sigma=1 ")
     # channel 1's first feature is the smoothed green channel alone
     green_only = ext(rgb_image[:, :, 1])
-    np.testing.assert_array_equal(out[:, :, 12:24], green_only)
+    np.testing.assert_array_equal(out[:, :, 27:54], green_only)
+
+
+def test_texture_families_of_a_colour_image_are_computed_once_on_the_channel_mean(rgb_image):
+    ext = BasicFeatures(sigma_min=1, sigma_max=4)
+    out = ext(rgb_image)
+    names = ext.feature_names(3)
+    assert len(names) == out.shape[2] == 3 * 3 * 4 + 3 * 5
+    assert names[36:41] == ["mean sigma=1 laplacian", "mean sigma=1 deviation",
+                            "mean sigma=1 structure max", "mean sigma=1 structure min",
+                            "mean sigma=1 coherence"]
+    mean = rgb_image.astype(np.float32) / 255
+    mean = (mean[:, :, 0] + mean[:, :, 1] + mean[:, :, 2]) * np.float32(1 / 3)
+    grey = BasicFeatures(sigma_min=1, sigma_max=4, intensity=False, edges=False,
+                         texture=False)(mean)
+    np.testing.assert_allclose(out[:, :, 36:], grey, atol=1e-6)
+    # channel by channel, only skimage's families are left
+    assert all(n.split()[-1] in ("intensity", "edges", "max", "min") for n in names[:36])
+
+
+@pytest.mark.parametrize("family", ["intensity", "edges", "texture", "laplacian",
+                                    "deviation", "structure"])
+def test_each_family_can_be_switched_on_alone(rgb_image, family):
+    families = ["intensity", "edges", "texture", "laplacian", "deviation", "structure"]
+    ext = BasicFeatures(sigma_min=1, sigma_max=2, **{f: f == family for f in families})
+    out = ext(rgb_image)
+    names = ext.feature_names(3)
+    assert out.shape[2] == len(names) > 0
+    expected = {"intensity": ["intensity"], "edges": ["edges"],
+                "texture": ["texture max", "texture min"], "laplacian": ["laplacian"],
+                "deviation": ["deviation"],
+                "structure": ["structure max", "structure min", "coherence"]}[family]
+    assert {n.split(" ", 2)[2] for n in names} == set(expected)
+    q = ext.quantizer(np.zeros(3), np.ones(3))
+    np.testing.assert_array_equal(ext.compute_codes(prepare_image(rgb_image), q),
+                                  q(out))
 
 
 def test_families_can_be_switched_off(rgb_image):
-    ext = BasicFeatures(intensity=False, texture=False, sigma_min=1, sigma_max=2)
+    ext = BasicFeatures(intensity=False, texture=False, laplacian=False, deviation=False,
+                        structure=False, sigma_min=1, sigma_max=2)
     assert ext(rgb_image).shape[2] == 3 * 2 * 1
     assert all(n.endswith("edges") for n in ext.feature_names(3))
+
+
+def test_texture_sigma_max_limits_the_scales_of_the_texture_families():
+    ext = BasicFeatures(sigma_min=1, sigma_max=16, texture_sigma_max=2)
+    names = ext.feature_names(1)
+    assert [n for n in names if n.endswith("deviation")] == ["ch0 sigma=1 deviation",
+                                                             "ch0 sigma=2 deviation"]
+    assert "ch0 sigma=16 texture max" in names
+    none = BasicFeatures(sigma_min=1, sigma_max=4, texture_sigma_max=0.5)
+    assert len(none.feature_names(3)) == 3 * 3 * 4
+
+
+def test_deviation_is_the_gaussian_weighted_local_standard_deviation():
+    img = np.random.default_rng(1).random((60, 70)).astype(np.float32)
+    ext = BasicFeatures(sigma_min=2, sigma_max=2, intensity=False, edges=False,
+                        texture=False, laplacian=False, structure=False)
+    x = img.astype(np.float64)
+    var = (ndi.gaussian_filter(x * x, 2, mode="reflect")
+           - ndi.gaussian_filter(x, 2, mode="reflect") ** 2)
+    np.testing.assert_allclose(ext(img)[:, :, 0], np.sqrt(var), atol=1e-4)
+
+
+def test_laplacian_is_the_trace_of_the_hessian():
+    img = np.random.default_rng(2).random((50, 50)).astype(np.float32)
+    ext = BasicFeatures(sigma_min=2, sigma_max=2, intensity=False, edges=False,
+                        deviation=False, structure=False)
+    out = ext(img)
+    np.testing.assert_allclose(out[:, :, 2], out[:, :, 0] + out[:, :, 1], atol=1e-6)
+
+
+def test_structure_tensor_sees_stripes_as_coherent_and_noise_as_not():
+    yy, xx = np.mgrid[:80, :80]
+    stripes = (0.5 + 0.4 * np.sin(xx * 2 * np.pi / 6)).astype(np.float32)
+    noise = np.random.default_rng(3).random((80, 80)).astype(np.float32)
+    ext = BasicFeatures(sigma_min=4, sigma_max=4, intensity=False, edges=False,
+                        texture=False, laplacian=False, deviation=False)
+    s_max, s_min, coh = np.moveaxis(ext(stripes)[30:50, 30:50], 2, 0)
+    assert (coh > 0.95).all() and (s_min < 0.1 * s_max).all()
+    # vertical stripes: all the gradient is along x
+    gx = np.gradient(stripes, axis=1)
+    assert abs(np.median(s_max) - np.sqrt(np.mean(gx[30:50, 30:50] ** 2))) < 0.05
+    n_coh = ext(noise)[30:50, 30:50, 2]
+    assert np.median(n_coh) < 0.5
+    assert (ext(np.full((40, 40), 0.3, np.float32)) == 0).all()  # flat: no orientation
 
 
 def test_intensity_matches_gaussian_filter():
@@ -58,6 +144,17 @@ def test_texture_eigenvalues_are_ordered_and_detect_a_ridge():
     assert tmin[20, 20] < -0.01 and abs(tmax[20, 20]) < abs(tmin[20, 20]) / 10
 
 
+def test_texture_families_of_a_crop_equal_the_crop_of_features_exactly():
+    rng = np.random.default_rng(8)
+    img = rng.random((200, 190, 2)).astype(np.float32)
+    for ext in (BasicFeatures(sigma_max=8, intensity=False, edges=False, texture=False),
+                BasicFeatures(sigma_max=4, texture_channels="each")):
+        h = ext.halo
+        full = ext(img)
+        crop = ext(img[5:196, 2:187])
+        np.testing.assert_array_equal(crop[h:-h, h:-h], full[5 + h:196 - h, 2 + h:187 - h])
+
+
 def test_halo_covers_the_gaussian_and_derivatives():
     # sigma <= 2: direct Gaussians cut at 4 sigma, plus 2 for the Hessian's differences
     assert BasicFeatures(sigma_max=2).halo == 10
@@ -69,7 +166,8 @@ def test_halo_covers_the_gaussian_and_derivatives():
 @pytest.mark.parametrize("sigma", [4.0, 8.0, 16.0])
 def test_cascaded_large_scales_match_a_direct_gaussian(sigma):
     img = np.random.default_rng(5).random((160, 150)).astype(np.float32)
-    ext = BasicFeatures(sigma_min=1, sigma_max=sigma, edges=False, texture=False)
+    ext = BasicFeatures(sigma_min=1, sigma_max=sigma, edges=False, texture=False,
+                        texture_sigma_max=0.5)
     expected = ndi.gaussian_filter(img.astype(np.float64), sigma, mode="reflect")
     np.testing.assert_allclose(ext(img)[:, :, -1], expected, atol=2e-5)
 
@@ -156,7 +254,7 @@ def test_rgba_alpha_is_dropped(rgb_image):
 def test_many_channel_images_are_accepted():
     img = np.random.default_rng(0).random((16, 16, 5)).astype(np.float32)
     assert image_channels(img) == 5
-    assert BasicFeatures(sigma_min=1, sigma_max=1)(img).shape == (16, 16, 20)
+    assert BasicFeatures(sigma_min=1, sigma_max=1)(img).shape == (16, 16, 5 * 4 + 5)
 
 
 @pytest.mark.parametrize("bad", [np.zeros(5), np.zeros((2, 2, 2, 2)), np.zeros((0, 4))])
@@ -174,3 +272,48 @@ def test_stack_concatenates_and_prefixes_names(rgb_image):
 def test_stack_rejects_unknown_settings_listing_valid_ones():
     with pytest.raises(ValueError, match="has no setting.*sigma_max"):
         FeatureStack("basic", {"sigma_maxx": 3})
+
+
+class _NoInnerHook(BasicFeatures):
+    """``basic`` as a plugin without ``compute_codes_inner``: the contract's default."""
+
+    compute_codes_inner = property(lambda self: _raise_attribute())
+
+
+def _raise_attribute():
+    raise AttributeError("compute_codes_inner")
+
+
+@pytest.mark.parametrize("context", [(0, 0), (0, 60), (60, 0), (60, 75)])
+def test_codes_of_a_tile_with_context_equal_the_crop_of_the_whole_image_codes(context):
+    from segdash.contract import hook
+
+    rng = np.random.default_rng(9)
+    img = rng.random((260, 280, 3)).astype(np.float32)
+    stack = FeatureStack("basic", {"sigma_max": 8})
+    whole, q = stack.codes(img)
+    assert stack.halo <= 60
+    # a tile with `context` pixels of its neighbours around it; an axis without context
+    # is whole
+    cy, cx = context
+    y0, y1 = (70, 190) if cy else (0, 260)
+    x0, x1 = (90, 200) if cx else (0, 280)
+    block = img[y0 - cy:y1 + cy, x0 - cx:x1 + cx]
+    codes, _ = stack.codes(block, q, context=context)
+    expected = whole[y0:y1, x0:x1]
+    np.testing.assert_array_equal(codes, expected)
+    # the contract's default (plugins without the hook) gives the same codes
+    plain = _NoInnerHook(sigma_max=8)
+    assert not hasattr(plain, "compute_codes_inner")
+    inner = hook(plain, "compute_codes_inner")(prepare_image(block), q, context)
+    np.testing.assert_array_equal(inner, expected)
+
+
+def test_context_smaller_than_the_halo_is_refused():
+    stack = FeatureStack("basic", {"sigma_max": 4})
+    img = np.zeros((80, 80), np.float32)
+    _, q = stack.codes(img)
+    with pytest.raises(ValueError, match="less than the features' halo"):
+        stack.codes(img, q, context=(stack.halo - 1, 0))
+    with pytest.raises(ValueError, match="need the model's quantizer"):
+        stack.codes(img, context=(stack.halo, stack.halo))

@@ -36,7 +36,8 @@ def test_feature_names_match_the_features(rgb_image):
     labels[:5] = 1
     labels[-5:] = 2
     model = segdash.fit(rgb_image, labels, feature_params={"sigma_max": 4})
-    assert len(model.feature_names) == 3 * 4 * 4
+    # 3 channels x 4 scales x 4 features, and 4 scales x 5 texture features of their mean
+    assert len(model.feature_names) == 3 * 4 * 4 + 4 * 5
     assert model.n_channels == 3
 
 

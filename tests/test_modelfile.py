@@ -145,7 +145,8 @@ def test_inconsistent_feature_count_is_refused(tmp_path, model):
     feats = [{"name": "basic", "settings": {"sigma_max": 16}, "distribution": "segdash",
               "version": "0"}]
     path = _rewrite(model, tmp_path, features=feats)
-    with pytest.raises(ModelFileError, match="expects 20 features but .* make 24"):
+    # sigma_max 8 and 16: 5 and 6 scales of 4 features, and 5 scales of 5 texture features
+    with pytest.raises(ModelFileError, match="expects 45 features but .* make 49"):
         segdash.load_model(path)
 
 

@@ -159,7 +159,9 @@ def _benchmark():
 
 
 def test_texture_features_beat_basic_on_a_texture_mosaic():
-    """One layout of the README's benchmark: basic + texture must beat basic clearly."""
+    """One layout of the README's benchmark: basic + texture must beat basic clearly (basic
+    with skimage's three families, as the README measured; basic's own texture families
+    close part of the gap)."""
     bench = _benchmark()
     bank = bench.texture_bank()
     names = ["brick", "grass", "gravel"]
@@ -167,13 +169,17 @@ def test_texture_features_beat_basic_on_a_texture_mosaic():
     labels = bench.scribbles(truth, seed=0)
     image = bench.compose(bank, names, truth)
     unlabelled = labels == 0
+    skimage_families = {"laplacian": False, "deviation": False, "structure": False}
     accuracy = {}
     for features in (["basic"], ["basic", "texture"]):
-        model = segdash.fit(image, labels, features=features)
+        model = segdash.fit(image, labels, features=features,
+                            feature_params={"basic": skimage_families})
         pred = model.predict(image)
         accuracy[tuple(features)] = np.mean(pred[unlabelled] == truth[unlabelled])
     assert accuracy[("basic",)] < 0.65
     assert accuracy[("basic", "texture")] > accuracy[("basic",)] + 0.25
+    default_basic = segdash.fit(image, labels).predict(image)
+    assert np.mean(default_basic[unlabelled] == truth[unlabelled]) > accuracy[("basic",)]
 
 
 def test_combined_with_basic_in_a_saved_model(tmp_path):
