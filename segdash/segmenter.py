@@ -590,6 +590,9 @@ class Segmenter(param.Parameterized):
         with self._lock:
             generation = self._generation = self._generation + 1
             image, labels = self.image, self.labels
+            # which frame the codes below belong to: read with the image, not after the
+            # (slow) features, or a switch meanwhile files one frame's codes under another
+            current, frame = self.current, self.frame
         if image is None:
             self.error = "open an image first"
             return None
@@ -606,7 +609,9 @@ class Segmenter(param.Parameterized):
         try:
             codes = self.feature_codes()
             quantizer = self._quantizer_of(codes)
-            if quantizer is None:
+            with self._lock:
+                moved = self.image is not image or (self.current, self.frame) != (current, frame)
+            if quantizer is None or moved:
                 return None  # the image or the feature settings changed meanwhile
             if self.project is None:
                 model = SegmentationModel.train(
@@ -619,7 +624,7 @@ class Segmenter(param.Parameterized):
                 model = train_project(
                     self.project, self._rows, self.feature_stack(),
                     settings_of(self.classifier_settings()),
-                    current=(self.current, self.frame, codes), quantizer=quantizer,
+                    current=(current, frame, codes), quantizer=quantizer,
                 )
                 model.classes = [self._class_or(c) for c in model.classes]
                 painted = None
@@ -765,8 +770,9 @@ def session_bytes(shape: Sequence[int], stack: FeatureStack, n_classes: int) -> 
     are made, the float32 prepared image (4 bytes a channel), K float32 class probabilities
     with the copies smoothing and labelling take (12 bytes a class), and the painted mask,
     segmentation, uncertainty and overlay (16 bytes). On a 2048x2048 RGB image with the
-    default features (72) and two classes this gives 0.82 GB; the measured peak of such a
-    session is 0.86 GB (docs/performance.md).
+    default features (97: with the texture families) and two classes this gives 1.85 GB;
+    the measured peak of such a session is 1.44 GB (docs/performance.md): the estimate errs
+    on the safe side.
 
     Parameters
     ----------

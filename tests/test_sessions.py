@@ -224,7 +224,9 @@ def test_sessions_take_turns_instead_of_first_come_first_served():
 def test_session_memory_estimate_matches_the_measured_2048_rgb_peak():
     stack = FeatureStack("basic")
     estimate = session_bytes((2048, 2048, 3), stack, 2)
-    assert 0.7e9 < estimate < 1.1e9  # docs/performance.md: a 2048² RGB session peaks at 0.86 GB
+    # docs/performance.md: a 2048² RGB session with the default features peaks at 1.44 GB
+    # (VmHWM, imports included): never below it, never far above it
+    assert 1.44e9 < estimate < 1.5 * 1.44e9
 
 
 def test_a_9000_square_png_under_the_pixel_limit_is_refused_before_features(tmp_path):
