@@ -18,6 +18,7 @@ class ApplyCard(Card):
 
     title = "Apply to project"
     watches = ("model", "project")
+    project_only = True
 
     def __init__(self, context: CardContext, scheduler: str | None = None,
                  **params: Any) -> None:
@@ -44,15 +45,9 @@ class ApplyCard(Card):
         return [pn.Row(self.start_button, self.cancel_button), self.progress, self.info,
                 self.result_select, self.preview, self.download]
 
-    def __panel__(self) -> pn.Card:
-        layout = super().__panel__()
-        layout.visible = self.segmenter.project is not None
-        return layout
-
     def refresh(self, names: set[str]) -> None:
         seg = self.segmenter
-        if self._layout is not None:
-            self._layout.visible = seg.project is not None
+        self._show_if_project()
         running = self.run is not None and self.run.state == "running"
         self.start_button.disabled = seg.model is None or seg.project is None or running
 

@@ -60,6 +60,8 @@ class Card(pn.viewable.Viewer):
     title: ClassVar[str] = ""
     #: Segmenter parameters the card shows; :meth:`refresh` gets those that changed.
     watches: ClassVar[tuple[str, ...]] = ()
+    #: Shown only while the session holds a project (kept up to date by :meth:`_show_if_project`).
+    project_only: ClassVar[bool] = False
 
     def __init__(self, context: CardContext, **params: Any) -> None:
         super().__init__(**params)
@@ -80,7 +82,13 @@ class Card(pn.viewable.Viewer):
         if self._layout is None:
             self._layout = pn.Card(*self.controls(), title=self.title,
                                    sizing_mode="stretch_width", margin=(5, 0))
+            self._show_if_project()
         return self._layout
+
+    def _show_if_project(self) -> None:
+        """Hide a :attr:`project_only` card while no project is open."""
+        if self.project_only and self._layout is not None:
+            self._layout.visible = self.segmenter.project is not None
 
     @contextlib.contextmanager
     def _quiet(self) -> Iterator[None]:

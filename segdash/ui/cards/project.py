@@ -20,6 +20,7 @@ class ProjectCard(Card):
 
     title = "Project"
     watches = ("project", "project_changes", "current", "frame", "image", "status")
+    project_only = True
 
     def __init__(self, context: CardContext, **params: Any) -> None:
         super().__init__(context, **params)
@@ -44,18 +45,12 @@ class ProjectCard(Card):
         return [self.info, self.images, self.frame_slider, self.download,
                 note("Restore a project file (.json):"), self.upload]
 
-    def __panel__(self) -> pn.Card:
-        layout = super().__panel__()
-        layout.visible = self.segmenter.project is not None
-        return layout
-
     # -- showing ----------------------------------------------------------------------
 
     def refresh(self, names: set[str]) -> None:
         seg = self.segmenter
         project = seg.project
-        if self._layout is not None:
-            self._layout.visible = project is not None
+        self._show_if_project()
         if project is None:
             self.images.objects, self._entries, self._paths = [], [], ()
             self.frame_slider.visible = False
