@@ -223,6 +223,9 @@ class SegmentationModel:
         Id, name and colour of each class, in ``classes_`` order.
     quantizer : Quantizer
         How features become the uint8 codes the estimator was trained on.
+    downsample : int
+        Working resolution the model was trained at: it sees images downsampled by this
+        factor (:meth:`segdash.io.pyramid.Pyramid.at`; 1: full resolution).
     """
 
     def __init__(
@@ -235,6 +238,7 @@ class SegmentationModel:
         classes: Sequence[ClassInfo],
         quantizer: Quantizer,
         meta: Mapping[str, Any] | None = None,
+        downsample: int = 1,
     ) -> None:
         self.estimator = estimator
         self.stack = stack
@@ -244,6 +248,7 @@ class SegmentationModel:
         self.classes = list(classes)
         self.quantizer = quantizer
         self.meta = dict(meta or {"segdash_version": __version__})
+        self.downsample = int(downsample)
         self._smoothing: float | None = None
 
     # -- construction ------------------------------------------------------------------
@@ -461,7 +466,7 @@ class SegmentationModel:
         """The dictionary the model file holds (see :func:`segdash.modelfile.document`)."""
         return modelfile.document(self.estimator, self.stack, self.classifier,
                                   self.classifier_params, self.n_channels, self.classes,
-                                  self.quantizer)
+                                  self.quantizer, self.downsample)
 
     def to_bytes(self) -> bytes:
         """The model file's content, as :meth:`save` writes it."""

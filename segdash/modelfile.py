@@ -69,6 +69,8 @@ MAX_CLASS_ID = 65535
 MAX_CHANNELS = 64
 MAX_FEATURES = 4096
 MAX_EXTRACTORS = 16
+#: Largest working-resolution downsample factor a model may record.
+MAX_DOWNSAMPLE = 1024
 #: Size of one entry's settings as JSON, and of a class name (characters).
 MAX_SETTINGS_BYTES = 65_536
 MAX_NAME_CHARS = 200
@@ -118,8 +120,10 @@ def document(
     n_channels: int,
     classes: list[ClassInfo],
     quantizer: Quantizer,
+    downsample: int = 1,
 ) -> dict[str, Any]:
-    """The dictionary a model file holds (estimator included)."""
+    """The dictionary a model file holds (estimator included); ``downsample`` is the
+    working resolution the model was trained at (1: full resolution)."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -133,6 +137,7 @@ def document(
         "n_channels": int(n_channels),
         "feature_names": stack.feature_names(n_channels),
         "quantizer": quantizer.to_dict(),
+        "downsample": int(downsample),
         "estimator": estimator,
     }
 
@@ -434,11 +439,16 @@ def _load_checked(data: bytes, context: dict | None = None,
     clf_meta = _require(doc, "classifier", dict)
     n_channels = _require(doc, "n_channels", int)
     classes_raw = _require(doc, "classes", list)
+    downsample = doc.get("downsample", 1)  # absent in files before working resolutions
     estimator = doc.get("estimator")
     # Bounds before anything is built from them (feature names are per channel).
     if isinstance(n_channels, bool) or not 1 <= n_channels <= MAX_CHANNELS:
         raise ModelFileError(f"model file refused: n_channels = {n_channels} (1..{MAX_CHANNELS} "
                              "allowed)")
+    if (not isinstance(downsample, int) or isinstance(downsample, bool)
+            or not 1 <= downsample <= MAX_DOWNSAMPLE):
+        raise ModelFileError(f"model file refused: downsample = {downsample!r} (an integer "
+                             f"1..{MAX_DOWNSAMPLE} allowed)")
     if not 1 <= len(feature_metas) <= MAX_EXTRACTORS:
         raise ModelFileError(f"model file refused: {len(feature_metas)} feature extractors "
                              f"(1..{MAX_EXTRACTORS} allowed)")
@@ -518,7 +528,7 @@ def _load_checked(data: bytes, context: dict | None = None,
     return {
         "estimator": estimator, "stack": stack, "classifier": clf_meta["name"],
         "classifier_params": clf_settings, "n_channels": n_channels,
-        "classes": classes, "quantizer": quantizer,
+        "classes": classes, "quantizer": quantizer, "downsample": downsample,
         "meta": {k: doc.get(k) for k in ("segdash_version", "format_version")},
     }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -15,17 +16,35 @@ import param
 
 from . import registry
 from .classes import ClassInfo, classes_from_dicts, default_class
-from .contract import image_channels, settings_of
+from .codes import channel_range
+from .contract import image_channels, prepare_image, settings_of
 from .errors import ImageError, ProjectError, SegdashError
 from .io.naming import result_name
 from .io.read import read_image
 from .io.render import display_range, overlay_rgb, to_display_rgb
 from .io.write import encode, write_labels, write_png
-from .model import SegmentationModel, check_classes, check_labels, fit, model_from_bytes
+from .io.pyramid import Pyramid, default_downsample
+from .model import (
+    SegmentationModel,
+    check_classes,
+    check_labels,
+    fit,
+    model_from_bytes,
+    shared_quantizer,
+)
+from .ondemand import ByteCache, TiledImage, scale_strokes
 from .project import PaintedRows, Project, train_project
 from .stack import FeatureStack
 from .strokes import Stroke, rasterize_strokes, strokes_from_json, strokes_to_json
 from .treewalk import compile_trees, predict_proba_codes
+
+
+#: Default bytes of a large image's tile cache (``segdash serve --cache-gb``).
+DEFAULT_CACHE_BYTES = 1_000_000_000
+#: Most tiles one view of a large image computes (zoom in, or work coarser, for more).
+MAX_VIEW_TILES = 48
+#: Largest label image the dashboard downloads (beyond: ``segdash apply``).
+MAX_LABEL_DOWNLOAD_PIXELS = 2**30
 
 
 class Segmenter(param.Parameterized):
@@ -69,6 +88,14 @@ class Segmenter(param.Parameterized):
     frame = param.Integer(default=0, doc="Frame of the current image (stacks).")
     project_changes = param.Integer(default=0,
                                     doc="Counts changes to the project's images and strokes.")
+    source = param.ClassSelector(class_=Pyramid, default=None,
+                                 doc="A large image read lazily, tile by tile (``image`` is "
+                                     "then None); see :meth:`open_pyramid`.")
+    downsample = param.Integer(default=1, bounds=(1, 1024),
+                               doc="Working resolution of a large image: features, training "
+                                   "and results at 1/downsample of its pixels.")
+    tiles_done = param.Integer(default=0,
+                               doc="Counts tiles of a large image's results computed.")
 
     def __init__(self, image: Any = None, **params: Any) -> None:
         params.setdefault("classes", [default_class(1), default_class(2)])
@@ -92,6 +119,22 @@ class Segmenter(param.Parameterized):
         #: Bytes this session may use for one image's features and results (None: no
         #: limit); checked before features are computed (:func:`check_memory`).
         self.memory_limit: int | None = None
+        #: How filling the view of a large image runs (like :attr:`run_training`, its own
+        #: queue key so that it never replaces a training).
+        self.run_view: Callable[[Callable[[], Any]], Any] = lambda job: job()
+        #: Bytes the tile cache of a large image may hold (features, painted rows, results).
+        self.cache_limit: int = DEFAULT_CACHE_BYTES
+        #: Most tiles computed for one view of a large image (zoom in for more).
+        self.max_view_tiles: int = MAX_VIEW_TILES
+        self._tiled: TiledImage | None = None
+        self._tiled_quantizer: Any = None
+        self._view: tuple[float, float, float, float] | None = None
+        self._view_token = 0
+        self._tile_cache: ByteCache | None = None
+        self._tiled_channels = 0
+        self._tiled_downsample = 1
+        self._tiled_sample: np.ndarray | None = None
+        self._result_key = 0
         _warm_up_once()
         if image is not None:
             self.set_image(image)
@@ -383,13 +426,260 @@ class Segmenter(param.Parameterized):
     def _reset(self, **updates: Any) -> None:
         """Forget strokes, redo history, cached features and results (training in flight
         included), then apply ``updates``."""
+        updates.setdefault("source", None)
         with self._lock:
             self._generation += 1
             self._image_token += 1
             self._cache_key = self._cache = None
             self._redo.clear()
+            self._tiled = self._tiled_quantizer = self._view = None
+            if self._tile_cache is not None:
+                self._tile_cache.clear()
+            self._tiled_channels = 0
+            if updates["source"] is not None:
+                self._open_tiled(updates["source"], updates.get("downsample", self.downsample))
             self.param.update(strokes=[], segmentation=None, probabilities=None,
                               uncertainty=None, **updates)
+
+
+    # -- large images -----------------------------------------------------------------
+
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        """``(H, W[, C])`` of the open image, in memory or read lazily (None: none open)."""
+        if self.image is not None:
+            return tuple(self.image.shape)
+        if self.source is not None:
+            return tuple(self.source.shape)
+        return None
+
+    def open_pyramid(self, pyramid: Pyramid, name: str | None = None,
+                     downsample: int | None = None) -> None:
+        """Open a large image read lazily: features, training and results are computed
+        tile by tile, only where strokes and the view (:meth:`set_view`) need them.
+
+        Parameters
+        ----------
+        pyramid : Pyramid
+            The image (:func:`segdash.io.pyramid.open_pyramid`).
+        name : str, optional
+            Its name (default the pyramid's).
+        downsample : int, optional
+            Working resolution (default :func:`~segdash.io.pyramid.default_downsample`).
+
+        Raises
+        ------
+        ImageError
+            Not an image segdash can work on (channels).
+        """
+        image_channels(pyramid.sample(64 * 64))
+        d = default_downsample(pyramid.shape) if downsample is None else int(downsample)
+        h, w = pyramid.shape[:2]
+        self._reset(image=None, source=pyramid, image_name=name or pyramid.name, project=None,
+                    current=0, frame=0, labels=None, error="", downsample=d,
+                    status=f"opened a {w}x{h} image (read tile by tile, working at 1/{d})")
+
+    def _open_tiled(self, source: Pyramid, downsample: int) -> None:
+        if self._tile_cache is None or self._tile_cache.limit != self.cache_limit:
+            self._tile_cache = ByteCache(self.cache_limit)
+        self._tile_cache.clear()
+        self._image_token += 1
+        self._tiled = TiledImage(source.at(downsample), self._tile_cache,
+                                 token=(self._image_token, int(downsample)))
+        self._tiled_downsample = int(downsample)
+        self._tiled_quantizer = None
+        sample = prepare_image(source.sample())
+        self._tiled_sample = sample
+        self._tiled_channels = image_channels(sample)
+
+    @param.depends("downsample", watch=True)
+    def _on_downsample(self) -> None:
+        source = self.source
+        if source is None:
+            return
+        with self._lock:
+            if self._tiled is not None and self._tiled_downsample == self.downsample:
+                return
+            self._generation += 1
+            self._open_tiled(source, self.downsample)
+        self.param.update(model=None, tiles_done=self.tiles_done + 1,
+                          status=f"working at 1/{self.downsample} of the image's resolution")
+        self._retrain_if_live()
+
+    def _quantizer_tiled(self, stack: FeatureStack) -> Any:
+        """The quantizer of a large image's codes: its channel range estimated on a coarse
+        pyramid level (:meth:`Pyramid.sample`), the whole image never being read."""
+        key = (self._image_token, stack.key())
+        cached = self._tiled_quantizer
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        sample = self._tiled_sample
+        low, span = channel_range(sample)
+        q = shared_quantizer(stack, low, span, sample)
+        self._tiled_quantizer = (key, q)
+        return q
+
+    def set_view(self, y0: float, y1: float, x0: float, x1: float) -> None:
+        """The region on screen, in full-resolution pixels (rows ``y0..y1`` from the top,
+        columns ``x0..x1``): a large image's results fill it, nearest tiles first; a
+        previous fill still running stops."""
+        with self._lock:
+            self._view = (float(y0), float(y1), float(x0), float(x1))
+            self._view_token += 1
+            model = self.model
+        if self.source is not None and model is not None:
+            self.run_view(partial(self._fill_view, model))
+
+    def _view_tiles(self) -> list[tuple[int, int]]:
+        tiled, d = self._tiled, self._tiled_downsample
+        h, w = self.source.shape[:2]
+        y0, y1, x0, x1 = self._view or (0, h, 0, w)
+        return tiled.grid.tiles_in(max(y0, 0) / d, min(y1, h) / d, max(x0, 0) / d,
+                                   min(x1, w) / d)
+
+    def _fill_view(self, model: SegmentationModel) -> int:
+        """Predict the tiles in view not yet predicted with ``model``, nearest to the view's
+        centre first; stops when the view, the strokes or the model change. Returns the
+        tiles computed."""
+        with self._lock:
+            token, generation, tiled = self._view_token, self._generation, self._tiled
+            if tiled is None or self.model is not model:
+                return 0
+            key = self._result_key
+            tiles = self._view_tiles()
+        todo = [t for t in tiles if tiled.result(t, model, key) is None]
+        if len(todo) > self.max_view_tiles:
+            self.status = (f"{len(todo)} tiles in view: the overlay fills the "
+                           f"{self.max_view_tiles} nearest the centre; zoom in, or work at a "
+                           "coarser resolution, for the rest")
+            todo = todo[:self.max_view_tiles]
+        done = 0
+        for t in todo:
+            with self._lock:
+                if (self._view_token != token or self._generation != generation
+                        or self.model is not model):
+                    return done  # superseded: the new view or model fills itself
+            try:
+                tiled.predict(t, model, key)
+            except (SegdashError, ValueError) as exc:
+                self.error = str(exc)
+                return done
+            done += 1
+            self.tiles_done += 1
+        return done
+
+    def _train_tiled(self) -> SegmentationModel | None:
+        with self._lock:
+            generation = self._generation = self._generation + 1
+            strokes, tiled, d = list(self.strokes), self._tiled, self._tiled_downsample
+        if tiled is None:
+            return None
+        stack = self.feature_stack()
+        self.busy = True
+        try:
+            quantizer = self._quantizer_tiled(stack)
+            X, y = tiled.painted_rows(scale_strokes(strokes, d), stack, quantizer)
+            try:
+                check_classes(y)
+            except ValueError as exc:
+                self.param.update(error="", status=str(exc))
+                return None
+            model = SegmentationModel.train_rows(
+                X, y, stack, quantizer, self.classifier, settings_of(self.classifier_settings()),
+                self._tiled_channels, self.classes)
+            model.downsample = d
+        except (SegdashError, ValueError) as exc:
+            with self._lock:
+                if generation == self._generation:
+                    self.param.update(error=str(exc), status="training failed")
+            return None
+        finally:
+            self.busy = False
+        with self._lock:
+            if generation != self._generation:
+                return None
+            self._publish_tiled(model, f"trained {self.classifier} on {y.size} painted pixels"
+                                       + (f" at 1/{d} resolution" if d > 1 else ""))
+        self._fill_view(model)
+        return model
+
+    def _publish_tiled(self, model: SegmentationModel, status: str) -> None:
+        self._result_key += 1
+        if self._tiled is not None:
+            self._tiled.forget_results()
+        self.param.update(model=model, error=self._save_problem, status=status,
+                          tiles_done=self.tiles_done + 1)
+
+    def _apply_tiled(self, model: SegmentationModel) -> None:
+        if model.n_channels != self._tiled_channels:
+            model.check_image(self._tiled_sample)
+        with self._lock:
+            self._generation += 1
+        theirs = {c.id: c for c in model.classes}
+        merged = [theirs.pop(c.id, c) for c in self.classes]
+        if merged != self.classes or theirs:
+            self.classes = sorted([*merged, *theirs.values()], key=lambda c: c.id)
+        if model.downsample != self.downsample:
+            self.downsample = model.downsample
+        with self._lock:
+            self._publish_tiled(model, f"applied a model ({model.classifier}, "
+                                       f"{len(model.classes_)} classes)")
+        self._fill_view(model)
+
+    def view_result(self, y0: float, y1: float, x0: float, x1: float, out_h: int, out_w: int,
+                    which: str = "labels") -> np.ndarray | None:
+        """A large image's results over a region, as computed so far, at display size.
+
+        Parameters
+        ----------
+        y0, y1, x0, x1 : float
+            The region in full-resolution pixels (rows from the top, columns).
+        out_h, out_w : int
+            Display pixels; each shows the result at its centre.
+        which : str
+            ``"labels"`` (class ids, 0 where not computed) or ``"uncertainty"`` (float32,
+            NaN where not computed).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            ``(out_h, out_w)``; None without a model.
+        """
+        with self._lock:
+            tiled, model, key, d = self._tiled, self.model, self._result_key, self._tiled_downsample
+        if tiled is None or model is None:
+            return None
+        h, w = tiled.shape[:2]
+        rows = ((y0 + (np.arange(out_h) + 0.5) * (y1 - y0) / out_h) / d).astype(np.int64)
+        cols = ((x0 + (np.arange(out_w) + 0.5) * (x1 - x0) / out_w) / d).astype(np.int64)
+        return tiled.mosaic(np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1), key,
+                            0 if which == "labels" else 1)
+
+    def _tiled_result_file(self, kind: str) -> tuple[str, bytes]:
+        model = self.model
+        if model is None:
+            raise ValueError("train a model first (paint at least two classes)")
+        if kind == "model":
+            return result_name(self.image_name, kind), model.to_bytes()
+        if kind == "overlay":
+            raise ValueError("an overlay of a large image is made by `segdash apply --overlay` "
+                             "with the downloaded model")
+        if kind != "labels":
+            raise ValueError(f"unknown result {kind!r}: labels, overlay, model or annotations")
+        with self._lock:
+            tiled, key, d = self._tiled, self._result_key, self._tiled_downsample
+        h, w = self.source.shape[:2]
+        if h * w > MAX_LABEL_DOWNLOAD_PIXELS:
+            raise ValueError(f"labels of a {w}x{h} image are too large to download: use "
+                             "`segdash apply` with the downloaded model")
+        work = np.zeros(tiled.shape[:2], model.label_dtype)
+        gy, gx = tiled.grid.shape
+        for ty in range(gy):
+            for tx in range(gx):
+                y0, y1, x0, x1 = tiled.grid.bounds(ty, tx)
+                work[y0:y1, x0:x1] = tiled.predict((ty, tx), model, key)[0]
+        labels = upsample_labels(work, d, (h, w))
+        return result_name(self.image_name, kind, labels.dtype), encode(write_labels, labels)
 
     # -- classes ----------------------------------------------------------------------
 
@@ -444,7 +734,7 @@ class Segmenter(param.Parameterized):
         ValueError
             No image is open, the class does not exist, or the stroke is malformed.
         """
-        if self.image is None:
+        if self.image_shape is None:
             raise ValueError("open an image before painting")
         self.class_info(int(label))
         stroke = Stroke(tuple(xs), tuple(ys), int(label), width)
@@ -491,7 +781,9 @@ class Segmenter(param.Parameterized):
         shape = self.image.shape if self.image is not None else (0, 0)
         with self._lock:
             self._generation += 1
-            self.param.update(strokes=strokes, labels=rasterize_strokes(strokes, shape))
+            # a large image has no whole painted mask: its tiles are painted when trained
+            labels = None if self.source is not None else rasterize_strokes(strokes, shape)
+            self.param.update(strokes=strokes, labels=labels)
         if self.project is not None:
             self.project.set_strokes(self.current, self.frame, strokes, save=False)
             self._save_project()
@@ -503,7 +795,7 @@ class Segmenter(param.Parameterized):
         return strokes_to_json(
             self.strokes,
             classes=[c.to_dict() for c in self.classes],
-            image_shape=list(self.image.shape) if self.image is not None else None,
+            image_shape=list(self.image_shape) if self.image_shape is not None else None,
         )
 
     def load_strokes_json(self, data: str | bytes) -> int:
@@ -516,10 +808,11 @@ class Segmenter(param.Parameterized):
         """
         strokes, extra = strokes_from_json(data)
         shape = extra.get("image_shape")
-        if shape and self.image is not None and list(shape[:2]) != list(self.image.shape[:2]):
+        mine = self.image_shape
+        if shape and mine is not None and list(shape[:2]) != list(mine[:2]):
             raise ValueError(
                 f"these annotations were painted on a {shape[1]}x{shape[0]} image; the open "
-                f"image is {self.image.shape[1]}x{self.image.shape[0]}"
+                f"image is {mine[1]}x{mine[0]}"
             )
         if extra.get("classes"):
             self.classes = classes_from_dicts(extra["classes"])
@@ -529,7 +822,7 @@ class Segmenter(param.Parameterized):
     # -- training and prediction ------------------------------------------------------
 
     def _retrain_if_live(self) -> None:
-        if self.live_update and self.image is not None:
+        if self.live_update and self.image_shape is not None:
             self.run_training(self.train)
 
     def feature_codes(self) -> np.ndarray:
@@ -587,6 +880,8 @@ class Segmenter(param.Parameterized):
         SegmentationModel or None
             The new model, or None when nothing was trained.
         """
+        if self.source is not None:
+            return self._train_tiled()
         with self._lock:
             generation = self._generation = self._generation + 1
             image, labels = self.image, self.labels
@@ -689,6 +984,9 @@ class Segmenter(param.Parameterized):
         ImageError
             The model was trained on images with another channel count.
         """
+        if self.source is not None:
+            self._apply_tiled(model)
+            return
         if self.image is None:
             raise ValueError("open an image before applying a model")
         model.check_image(self.image)
@@ -737,6 +1035,8 @@ class Segmenter(param.Parameterized):
         """
         if kind == "annotations":
             return (result_name(self.image_name, kind), self.strokes_json().encode())
+        if self.source is not None:
+            return self._tiled_result_file(kind)
         model, segmentation = self.model, self.segmentation
         if model is None or segmentation is None or self.image is None:
             raise ValueError("train a model first (paint at least two classes)")
@@ -749,6 +1049,16 @@ class Segmenter(param.Parameterized):
         if kind == "model":
             return name, model.to_bytes()
         raise ValueError(f"unknown result {kind!r}: labels, overlay, model or annotations")
+
+
+def upsample_labels(labels: np.ndarray, downsample: int, shape: Sequence[int]) -> np.ndarray:
+    """Labels made at working resolution ``downsample`` as full-size ``(H, W)`` labels
+    (nearest: each working pixel covers its ``downsample``-square block)."""
+    d = int(downsample)
+    h, w = int(shape[0]), int(shape[1])
+    if d == 1:
+        return labels[:h, :w]
+    return np.repeat(np.repeat(labels, d, axis=0), d, axis=1)[:h, :w]
 
 
 def _same_quantizer(a: Any, b: Any) -> bool:

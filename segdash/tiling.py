@@ -91,6 +91,29 @@ def check_tile(model: SegmentationModel, tile: int | None) -> int:
 
 
 
+def tile_proba(codes: np.ndarray, model: SegmentationModel,
+               ring: int | tuple[int, int] = 0) -> np.ndarray:
+    """Probabilities of a tile from the codes of the tile grown by ``ring`` pixels (what the
+    probability smoothing reads), with the ring trimmed off.
+
+    Parameters
+    ----------
+    codes : numpy.ndarray
+        ``(th + 2 ry, tw + 2 rx, F)`` uint8 codes made with ``model.quantizer``.
+    model : SegmentationModel
+    ring : int or (int, int)
+        ``(ry, rx)`` pixels of ring on each axis (one int: both).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(th, tw, K)`` float32, last axis in ``model.classes_`` order.
+    """
+    ry, rx = (ring, ring) if np.isscalar(ring) else ring
+    proba = model.predict_proba_codes(codes)
+    return proba[ry:proba.shape[0] - ry, rx:proba.shape[1] - rx]
+
+
 def _proba_block(block: np.ndarray, model: SegmentationModel,
                  halo_trim: tuple[int, int]) -> np.ndarray:
     """Probabilities of one tile extended by the halo, with the halo trimmed off.
@@ -104,9 +127,7 @@ def _proba_block(block: np.ndarray, model: SegmentationModel,
     # an axis with a halo holds the features' halo and the smoothing's ring
     context = (ty - ring if ty else 0, tx - ring if tx else 0)
     codes, _ = model.stack.codes(block, model.quantizer, context=context)
-    proba = model.predict_proba_codes(codes)
-    ry, rx = (ring if ty else 0), (ring if tx else 0)
-    return proba[ry:proba.shape[0] - ry, rx:proba.shape[1] - rx]
+    return tile_proba(codes, model, ((ring if ty else 0), (ring if tx else 0)))
 
 
 def _labels_block(proba: np.ndarray, class_ids: np.ndarray) -> np.ndarray:

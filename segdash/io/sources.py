@@ -94,8 +94,10 @@ def _glob(pattern: str) -> list[Path]:
 # -- lazy TIFF planes ----------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=16)
-def _open_tiff(path: str, series: int, stamp: tuple[int, int]) -> tuple[Any, Any]:
-    """An open TIFF series as an array-like (memory map or zarr array), cached per process.
+def _open_tiff(path: str, series: int, stamp: tuple[int, int],
+               level: int = 0) -> tuple[Any, Any]:
+    """An open TIFF series (pyramid ``level``) as an array-like (memory map or zarr array),
+    cached per process.
 
     ``stamp`` (modification time, size) is part of the key so a rewritten file is reopened.
     Returns the TiffFile too, to keep its file handle alive with the cached reader.
@@ -103,14 +105,15 @@ def _open_tiff(path: str, series: int, stamp: tuple[int, int]) -> tuple[Any, Any
     import tifffile
 
     tif = tifffile.TiffFile(path)
-    try:
-        reader = tifffile.memmap(path, series=series, mode="r")
-        return tif, reader
-    except Exception:  # compressed, tiled, non-native byte order...: decode region-wise
-        pass
+    if level == 0:
+        try:
+            reader = tifffile.memmap(path, series=series, mode="r")
+            return tif, reader
+        except Exception:  # compressed, tiled, non-native byte order...: decode region-wise
+            pass
     import zarr
 
-    reader = zarr.open_array(tif.series[series].aszarr(), mode="r")
+    reader = zarr.open_array(tif.series[series].aszarr(level=level), mode="r")
     return tif, reader
 
 
@@ -128,6 +131,8 @@ class TiffPlane:
     frame: tuple[int, ...]
     dtype: np.dtype
     stamp: tuple[int, int]
+    #: Pyramid level of the series (0: full resolution).
+    level: int = 0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -139,7 +144,7 @@ class TiffPlane:
 
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         key = tuple(key) + (slice(None),) * (3 - len(key))
-        _, reader = _open_tiff(self.path, self.series, self.stamp)
+        _, reader = _open_tiff(self.path, self.series, self.stamp, self.level)
         region = np.asarray(reader[self.layout.selection(key[0], key[1], self.frame)])
         plane = self.layout.to_yxc(region)
         return np.ascontiguousarray(plane[:, :, key[2]], dtype=self.dtype)

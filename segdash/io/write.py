@@ -232,3 +232,60 @@ class TiffStreamWriter:
             except queue.Full:
                 pass
             self._thread.join(timeout=30)
+
+
+def write_pyramid_tiff(path: str | Path, shape: tuple[int, int, int], dtype: Any,
+                       tile_of: Callable[[int, int, int, int, int], np.ndarray],
+                       tile: int = 512, min_side: int = 256) -> int:
+    """Write a tiled pyramidal OME-TIFF level by level, tile by tile (never whole in memory).
+
+    Level 0 is the first image; each next level halves both sides (``ceil``) and is stored
+    as a SubIFD of it (``subfiletype=1``), down to ``min_side`` pixels on the longer side:
+    the layout whole-slide viewers and tifffile's ``series.levels`` read.
+
+    Parameters
+    ----------
+    path : path
+        File to write (``.ome.tif``).
+    shape : (H, W, C)
+        Level 0's shape; C = 3 is written as RGB.
+    dtype : numpy dtype
+    tile_of : callable
+        ``tile_of(level, y0, y1, x0, x1)`` gives level ``level``'s pixels rows
+        ``[y0, y1)``, columns ``[x0, x1)`` as ``(y1 - y0, x1 - x0, C)``.
+    tile : int
+        TIFF tile side (a multiple of 16).
+    min_side : int
+        The coarsest level's longer side is at most this.
+
+    Returns
+    -------
+    int
+        Levels written.
+    """
+    import tifffile
+
+    h, w, c = (int(n) for n in shape)
+    sizes = [(h, w)]
+    while max(sizes[-1]) > min_side:
+        sizes.append((-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)))
+
+    def tiles(level: int) -> Iterator[np.ndarray]:
+        lh, lw = sizes[level]
+        for y0 in range(0, lh, tile):
+            for x0 in range(0, lw, tile):
+                y1, x1 = min(y0 + tile, lh), min(x0 + tile, lw)
+                block = np.zeros((tile, tile, c), dtype)
+                block[:y1 - y0, :x1 - x0] = tile_of(level, y0, y1, x0, x1)
+                yield block
+
+    photometric = "rgb" if c == 3 else "minisblack"
+    with tifffile.TiffWriter(path, bigtiff=True, ome=True) as tw:
+        for level, (lh, lw) in enumerate(sizes):
+            tw.write(tiles(level), shape=(lh, lw, c) if c > 1 else (lh, lw), dtype=dtype,
+                     tile=(tile, tile), photometric=photometric, compression="zlib",
+                     compressionargs={"level": 1},
+                     subifds=len(sizes) - 1 if level == 0 else None,
+                     subfiletype=1 if level else 0, metadata={"axes": "YXS"} if level == 0
+                     and c > 1 else None)
+    return len(sizes)

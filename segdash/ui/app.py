@@ -26,6 +26,7 @@ from panel.io.state import set_curdoc
 
 from .. import registry
 from ..errors import SegdashError
+from ..io.pyramid import Pyramid
 from ..project import Project
 from ..segmenter import Segmenter
 from .canvas import Brush, Canvas
@@ -62,6 +63,11 @@ class SegdashApp(pn.viewable.Viewer):
         :func:`segdash.segmenter.check_memory`); default: no limit.
     pool : ComputePool, optional
         Where the session's jobs run (default: the process's shared pool).
+    source : Pyramid, optional
+        A large image to open, read lazily (instead of ``image``).
+    cache_limit : int, optional
+        Bytes of a large image's tile cache (default
+        :data:`segdash.segmenter.DEFAULT_CACHE_BYTES`).
     """
 
     #: Segmenter parameters the page shows outside the cards and the plot: the busy
@@ -71,9 +77,10 @@ class SegdashApp(pn.viewable.Viewer):
     def __init__(self, image: np.ndarray | None = None, image_name: str | None = None,
                  project: Project | None = None, scheduler: str | None = None,
                  memory_limit: int | None = None, pool: ComputePool | None = None,
+                 source: Pyramid | None = None, cache_limit: int | None = None,
                  **params: Any) -> None:
         super().__init__(**params)
-        if image is None and project is None:
+        if image is None and project is None and source is None:
             image, image_name = load_sample(DEFAULT_SAMPLE), DEFAULT_SAMPLE
         self._doc = pn.state.curdoc
         self._closed = False
@@ -89,6 +96,9 @@ class SegdashApp(pn.viewable.Viewer):
                                     on_busy=partial(self._request, "busy"),
                                     on_abandon=self._job_abandoned, pool=pool)
         self.segmenter.run_training = partial(self.worker.submit, key="train")
+        self.segmenter.run_view = partial(self.worker.submit, key="view")
+        if cache_limit is not None:
+            self.segmenter.cache_limit = int(cache_limit)
         opened_error = ""
         if project is not None:
             try:
@@ -96,7 +106,9 @@ class SegdashApp(pn.viewable.Viewer):
             except SegdashError as exc:
                 opened_error = str(exc)
                 image, image_name = load_sample(DEFAULT_SAMPLE), DEFAULT_SAMPLE
-        if self.segmenter.project is None:
+        if source is not None and self.segmenter.project is None:
+            self.segmenter.open_pyramid(source, image_name)
+        elif self.segmenter.project is None:
             self.segmenter.set_image(image, image_name)
             self.segmenter.error = opened_error
         self._build_messages()

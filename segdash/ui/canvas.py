@@ -31,6 +31,7 @@ import panel as pn
 from bokeh.core.properties import field
 from bokeh.models import CustomJS, CustomJSTransform, FreehandDrawTool
 
+from ..io.pyramid import area_average
 from ..io.render import display_range, to_display_rgb
 from ..segmenter import Segmenter
 from ..strokes import Stroke
@@ -77,6 +78,48 @@ class Brush(NamedTuple):
     width: float
 
 
+class Viewport(NamedTuple):
+    """What the browser is sent of a large image: pyramid ``level``, its region ``rows`` x
+    ``cols``, averaged by ``step`` (1: as read), shown over ``bounds`` (left, bottom, right,
+    top in plot data coordinates) at ``shape`` (rows, columns) screen pixels."""
+
+    level: int
+    rows: slice
+    cols: slice
+    step: int
+    bounds: tuple[float, float, float, float]
+    shape: tuple[int, int]
+
+
+def viewport_region(source: Any, size: tuple[int, int], y_range: tuple[float, float],
+                    x_range: tuple[float, float], frame_width: int,
+                    frame_height: int, margin: float = 0.1) -> Viewport:
+    """The pyramid level and region to send for a view (see :class:`Viewport`).
+
+    The level is the coarsest still as fine as the screen; its region covers the view and
+    ``margin`` of it on each side (a short pan shows pixels at once), clipped to the image,
+    and is area-averaged by the integer step that brings it nearest to screen resolution.
+    """
+    h, w = size
+    x0, x1 = sorted(x_range)
+    y0, y1 = sorted(y_range)
+    per_px = max((x1 - x0) / max(frame_width, 1), (y1 - y0) / max(frame_height, 1), 1e-9)
+    level = source.level_for(per_px)
+    lh, lw = source.levels[level].shape[:2]
+    fy, fx = h / lh, w / lw
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    # plot y is up: rows from the top are h - y
+    r0 = max(int(np.floor((h - y1 - my) / fy)), 0)
+    r1 = min(int(np.ceil((h - y0 + my) / fy)), lh)
+    c0 = max(int(np.floor((x0 - mx) / fx)), 0)
+    c1 = min(int(np.ceil((x1 + mx) / fx)), lw)
+    r1, c1 = max(r1, r0 + 1), max(c1, c0 + 1)
+    step = max(1, int(per_px / max(fx, fy)))
+    shape = (-(-(r1 - r0) // step), -(-(c1 - c0) // step))
+    bounds = (c0 * fx, max(h - r1 * fy, 0.0), min(c1 * fx, float(w)), h - r0 * fy)
+    return Viewport(level, slice(r0, r1), slice(c0, c1), step, bounds, shape)
+
+
 class OverlayView(NamedTuple):
     """How the overlay is shown: at all, how opaque (0..1), and which result."""
 
@@ -109,7 +152,8 @@ class Canvas:
 
     #: Segmenter parameters the plot shows (see :meth:`refresh`).
     watches: ClassVar[tuple[str, ...]] = (
-        "image", "classes", "strokes", "segmentation", "uncertainty", "model")
+        "image", "source", "classes", "strokes", "segmentation", "uncertainty", "model",
+        "tiles_done")
 
     def __init__(
         self,
@@ -132,16 +176,18 @@ class Canvas:
         self._source: Any = None
         self._tool: FreehandDrawTool | None = None
         self._drawn: list[_Row] = []
+        self._range: hv.streams.RangeXY | None = None  # the view of a large image
+        self._frame = (FRAME_MAX_WIDTH, FRAME_MAX_HEIGHT)
 
     def refresh(self, names: set[str]) -> None:
         """Show what changed among the Segmenter's parameters ``names``."""
-        if "image" in names:
+        if names & {"image", "source"}:
             self.rebuild()
         elif names & {"strokes", "classes"}:
             self.sync_strokes()
         if "classes" in names:
             self.set_brush()
-        if names & {"segmentation", "uncertainty", "classes", "model", "image"}:
+        if names & {"segmentation", "uncertainty", "classes", "model", "image", "tiles_done"}:
             self.update_overlay()
 
     # -- building ---------------------------------------------------------------------
@@ -151,6 +197,10 @@ class Canvas:
         image = self.segmenter.image
         self.figure = self._source = self._tool = None
         self._drawn = []
+        self._range = None
+        if self.segmenter.source is not None:
+            self._rebuild_viewport()
+            return
         if image is None:
             self._pipe = self.base = self.display_range = None
             self.pane.object = None
@@ -177,6 +227,90 @@ class Canvas:
             hv.opts.Path(hooks=[partial(self._hook, fw)]),
         )
         self.pane.object = plot
+
+    def _rebuild_viewport(self) -> None:
+        """The plot of a large image: the browser gets the region in view at screen
+        resolution (:meth:`viewport`), fetched again on every pan and zoom."""
+        seg = self.segmenter
+        source = seg.source
+        h, w = source.shape[:2]
+        fw, fh = frame_size(source.shape)
+        self._frame = (fw, fh)
+        self.display_range = display_range(source.sample())
+        self._range = hv.streams.RangeXY()
+        self.base = None
+        base = hv.DynamicMap(self._base_element, streams=[self._range])
+        self._pipe = hv.streams.Pipe(data=None)
+        overlay = hv.DynamicMap(self._overlay_element, streams=[self._pipe])
+        self._range.add_subscriber(self._on_range)
+        path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL])
+        stream = hv.streams.FreehandDraw(source=path, num_objects=0)
+        stream.add_subscriber(partial(self._on_stream, source))
+        plot = (base * overlay * path).opts(
+            hv.opts.RGB(
+                frame_width=fw, frame_height=fh, xaxis=None, yaxis=None,
+                xlim=(0, w), ylim=(0, h),
+                default_tools=["pan", "wheel_zoom", "box_zoom", "reset"],
+                active_tools=["freehand_draw", "wheel_zoom"], toolbar="above",
+            ),
+            hv.opts.Path(hooks=[partial(self._hook, fw)]),
+        )
+        self.pane.object = plot
+        seg.set_view(0, h, 0, w)
+
+    def viewport(self, x_range: Any = None, y_range: Any = None) -> Viewport:
+        """What the browser is sent for the view ``x_range``, ``y_range`` (plot data
+        coordinates; None: the whole image): the pyramid level and region, and the screen
+        size it is shown at."""
+        source = self.segmenter.source
+        h, w = source.shape[:2]
+        fw, fh = self._frame
+        xr = x_range if x_range and None not in x_range else (0, w)
+        yr = y_range if y_range and None not in y_range else (0, h)
+        return viewport_region(source, (h, w), (float(yr[0]), float(yr[1])),
+                               (float(xr[0]), float(xr[1])), fw, fh)
+
+    def _base_element(self, x_range: Any = None, y_range: Any = None) -> hv.RGB:
+        view = self.viewport(x_range, y_range)
+        region = self.segmenter.source.region(view.level, view.rows, view.cols)
+        if view.step > 1:
+            region = area_average(region, view.step)
+        shown = to_display_rgb(region, *self.display_range)
+        self.base = hv.RGB(shown, bounds=view.bounds)
+        return self.base
+
+    def _overlay_element(self, data: Any = None) -> hv.RGB:
+        view = self.viewport(*(self._range.x_range, self._range.y_range)
+                             if self._range is not None else (None, None))
+        rgba = self._viewport_overlay(view)
+        return hv.RGB(rgba, bounds=view.bounds, vdims=["R", "G", "B", "A"])
+
+    def _viewport_overlay(self, view: Viewport) -> np.ndarray:
+        seg = self.segmenter
+        settings = self._overlay_view()
+        empty = np.zeros((1, 1, 4), np.uint8)
+        if not settings.show or seg.model is None:
+            return empty
+        left, bottom, right, top = view.bounds
+        h = seg.source.shape[0]
+        which = "uncertainty" if settings.view == "uncertainty" else "labels"
+        result = seg.view_result(h - top, h - bottom, left, right, view.shape[0],
+                                 view.shape[1], which)
+        if result is None:
+            return empty
+        if which == "uncertainty":
+            return uncertainty_rgba(np.nan_to_num(result, nan=0.0), len(seg.model.classes_),
+                                    settings.opacity)
+        return segmentation_rgba(result, seg.classes, settings.opacity)
+
+    def _on_range(self, x_range: Any = None, y_range: Any = None, **_: Any) -> None:
+        source = self.segmenter.source
+        if source is None or x_range is None or y_range is None:
+            return
+        h = source.shape[0]
+        self.segmenter.set_view(h - y_range[1], h - y_range[0], x_range[0], x_range[1])
+        if self._pipe is not None:
+            self._pipe.send(None)
 
     def _hook(self, frame_width: int, plot: Any, element: Any) -> None:
         fig = plot.state
@@ -209,7 +343,8 @@ class Canvas:
             CLASS_COL: int(brush.class_id), COLOR_COL: brush.color, WIDTH_COL: float(brush.width)}
 
     def _rows(self) -> list[_Row]:
-        h = self.segmenter.image.shape[0] if self.segmenter.image is not None else 0
+        shape = self.segmenter.image_shape
+        h = shape[0] if shape is not None else 0
         colors = {c.id: c.color for c in self.segmenter.classes}
         rows = []
         for s in self.segmenter.strokes:
@@ -239,8 +374,10 @@ class Canvas:
             # array matches []: the browser then fails with "invalid color array".
             self._source.data.update(data)
 
-    def _on_stream(self, image: np.ndarray, data: dict | None = None, **_: Any) -> None:
-        if image is not self.segmenter.image or data is None:
+    def _on_stream(self, image: Any, data: dict | None = None, **_: Any) -> None:
+        seg = self.segmenter
+        shown = seg.image if seg.image is not None else seg.source
+        if image is not shown or data is None:
             return  # a late event from the plot of a previous image
         try:
             self.on_draw(data)
@@ -260,7 +397,7 @@ class Canvas:
             return
         k = len(self._drawn)
         seg = self.segmenter
-        h = seg.image.shape[0]
+        h = seg.image_shape[0]
         appended = len(rows) > k and _same_rows(rows[:k], self._drawn)
         self._drawn = rows
         if appended:
@@ -294,13 +431,22 @@ class Canvas:
 
     def update_overlay(self) -> None:
         """Send the overlay as the Segmenter's results and the view settings say."""
-        if self._pipe is not None:
+        if self._pipe is None:
+            return
+        if self.segmenter.source is not None:
+            self._pipe.send(None)  # the viewport's overlay is made by _overlay_element
+        else:
             self._pipe.send(self._overlay_data())
 
     @property
     def overlay(self) -> np.ndarray | None:
         """The RGBA overlay currently in the plot (display resolution), or None."""
-        return None if self._pipe is None else self._pipe.data
+        if self._pipe is None:
+            return None
+        if self.segmenter.source is not None:
+            return self._viewport_overlay(self.viewport(self._range.x_range,
+                                                        self._range.y_range))
+        return self._pipe.data
 
 
 def _rgba_element(data: np.ndarray, bounds: tuple[int, int, int, int]) -> hv.RGB:

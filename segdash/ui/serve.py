@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ProjectError, SegdashError
+from ..io.pyramid import LARGE_PIXELS, Pyramid, is_zarr, open_large, pyramid_of
 from ..io.read import read_image
 from ..project import Project, locate
 
@@ -44,6 +45,8 @@ APP_FILE = str(Path(__file__).with_name("panel_app.py"))
 WEBSOCKET_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 #: Default memory budget of one session, GB (features of one image and its results).
 DEFAULT_SESSION_MEMORY_GB = 4.0
+#: Default memory of a session's tile cache for a large image, GB.
+DEFAULT_CACHE_GB = 1.0
 #: ``panel serve`` options segdash serve does not offer: it serves one file (its own), and
 #: ``--num-threads`` is segdash's compute threads (Panel's dispatches events to threads,
 #: which this app does not need: its event loop never computes).
@@ -70,6 +73,8 @@ class AppOptions:
         Memory budget of one session (None or 0: no limit).
     job_time_limit : float or None
         Seconds a job may run before it is abandoned (None or 0: no limit).
+    cache_gb : float
+        Memory of one session's tile cache of a large image (features, results), GB.
     """
 
     images: tuple[str, ...] = ()
@@ -78,6 +83,7 @@ class AppOptions:
     num_threads: int | None = None
     session_memory_gb: float | None = DEFAULT_SESSION_MEMORY_GB
     job_time_limit: float | None = None
+    cache_gb: float = DEFAULT_CACHE_GB
 
     @property
     def image(self) -> str | None:
@@ -90,13 +96,18 @@ class AppOptions:
     def is_project(self) -> bool:
         """A folder, several images or a project file: the sessions share a project."""
         return (self.project is not None or len(self.images) > 1
-                or any(Path(i).is_dir() for i in self.images))
+                or any(Path(i).is_dir() and not is_zarr(Path(i)) for i in self.images))
 
     @property
     def memory_limit(self) -> int | None:
         """The session budget in bytes (None: no limit)."""
         gb = self.session_memory_gb
         return int(gb * 1e9) if gb else None
+
+    @property
+    def cache_limit(self) -> int:
+        """The tile cache of a large image, bytes."""
+        return int(self.cache_gb * 1e9)
 
 
 def add_app_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,9 +129,19 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--session-memory-gb", type=float, default=DEFAULT_SESSION_MEMORY_GB,
                         help="memory budget of one session in GB, checked before features "
                              f"are computed (default {DEFAULT_SESSION_MEMORY_GB:g}; 0: none)")
+    parser.add_argument("--cache-gb", type=_positive, default=DEFAULT_CACHE_GB,
+                        help="memory of a session's tile cache for a large image (features "
+                             f"and results of tiles, GB; default {DEFAULT_CACHE_GB:g})")
     parser.add_argument("--job-time-limit", type=float, default=DEFAULT_TIME_LIMIT,
                         help="seconds a computation may run before it is abandoned "
                              f"(default {DEFAULT_TIME_LIMIT:g}; 0: none)")
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
 
 
 def app_options(argv: Sequence[str]) -> AppOptions:
@@ -129,7 +150,7 @@ def app_options(argv: Sequence[str]) -> AppOptions:
     add_app_arguments(parser)
     ns = parser.parse_args(list(argv))
     return AppOptions(tuple(ns.image), ns.project, ns.scheduler, ns.num_threads,
-                      ns.session_memory_gb, ns.job_time_limit or None)
+                      ns.session_memory_gb, ns.job_time_limit or None, ns.cache_gb)
 
 
 @functools.lru_cache(maxsize=4)
@@ -155,10 +176,17 @@ def project_location(images: tuple[str, ...], project: str | None) -> tuple[Path
 
 
 @functools.lru_cache(maxsize=4)
-def shared_image(path: str) -> np.ndarray:
-    """The image at ``path``, read once per process and shared read-only by the sessions."""
+def shared_image(path: str) -> np.ndarray | Pyramid:
+    """The image at ``path``, read once per process and shared read-only by the sessions:
+    in memory, or a :class:`~segdash.io.pyramid.Pyramid` read lazily when it is large
+    (:func:`segdash.io.pyramid.is_large`)."""
+    pyramid = open_large(path)
+    if pyramid is not None:
+        return pyramid
     array = read_image(path)
     array.flags.writeable = False  # shared by every session: nobody may change it
+    if array.shape[0] * array.shape[1] > LARGE_PIXELS:
+        return pyramid_of(array, Path(path).name)
     return array
 
 
@@ -185,9 +213,11 @@ def create_session(options: AppOptions = AppOptions()) -> Any:
         project = Project.open(project_file, root=root)
     elif options.image is not None:
         image, name = shared_image(options.image), Path(options.image).name
-    app = SegdashApp(image=image, image_name=name, project=project,
-                     scheduler=options.scheduler, memory_limit=options.memory_limit,
-                     pool=pool)
+    source = image if isinstance(image, Pyramid) else None
+    app = SegdashApp(image=None if source is not None else image, image_name=name,
+                     project=project, scheduler=options.scheduler,
+                     memory_limit=options.memory_limit, pool=pool, source=source,
+                     cache_limit=options.cache_limit)
     pn.state.on_session_destroyed(lambda context: app.close())
     log.info("session opened%s", f" for {pn.state.user}" if pn.state.user else "")
     return app.template()
@@ -306,6 +336,7 @@ def app_argv(args: argparse.Namespace) -> list[str]:
     if args.num_threads is not None:
         out += ["--num-threads", str(args.num_threads)]
     out += ["--session-memory-gb", str(args.session_memory_gb or 0),
+            "--cache-gb", str(args.cache_gb),
             "--job-time-limit", str(args.job_time_limit or 0)]
     return out
 

@@ -20,7 +20,7 @@ class ImageCard(Card):
     """Choose a bundled sample or upload an image; what is open."""
 
     title = "Image"
-    watches = ("image", "image_name", "project")
+    watches = ("image", "source", "image_name", "project")
 
     def __init__(self, context: CardContext, **params: Any) -> None:
         super().__init__(context, **params)
@@ -43,6 +43,12 @@ class ImageCard(Card):
         # in a project, an upload joins the project; a sample would leave it
         self.sample_select.visible = seg.project is None
         img = seg.image
+        if img is None and seg.source is not None:
+            h, w, c = seg.source.shape
+            self.info.object = (f"**{markdown_text(seg.image_name)}**: {w}x{h}, {c} "
+                                f"channel(s), {seg.source.dtype}, read tile by tile "
+                                f"({len(seg.source.levels)} pyramid levels)")
+            return
         if img is None:
             self.info.object = ""
             return
