@@ -15,7 +15,7 @@ class FilesCard(Card):
     """Downloads of the results and the annotations; a model or annotations to upload."""
 
     title = "Files"
-    watches = ("segmentation", "model")
+    watches = ("segmentation", "model", "source")
 
     def __init__(self, context: CardContext, **params: Any) -> None:
         super().__init__(context, **params)
@@ -39,7 +39,11 @@ class FilesCard(Card):
     def refresh(self, names: set[str]) -> None:
         seg = self.segmenter
         ready = seg.segmentation is not None
-        self.download_labels.disabled = self.download_overlay.disabled = not ready
+        # a large image's labels are computed tile by tile when downloaded; its overlay is
+        # `segdash apply --overlay`'s
+        large = seg.source is not None
+        self.download_labels.disabled = not (ready or (large and seg.model is not None))
+        self.download_overlay.disabled = not ready or large
         self.download_model.disabled = seg.model is None
 
     def _download(self, kind: str, label: str, filename: str,
