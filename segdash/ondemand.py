@@ -243,9 +243,12 @@ class TiledImage:
         return codes
 
     def painted_rows(self, strokes: Sequence[Stroke], stack: FeatureStack,
-                     quantizer: Quantizer) -> tuple[np.ndarray, np.ndarray]:
+                     quantizer: Quantizer, ring: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """``(X, y)``: codes ``(N, F)`` uint8 and class ids ``(N,)`` of the painted pixels,
-        computing only the tiles the strokes (in this image's pixels) touch."""
+        computing only the tiles the strokes (in this image's pixels) touch.
+
+        ``ring``: take the codes from those grown by ``ring`` (:meth:`codes`), the ones the
+        prediction of the same tiles reads, so that a tile's features are computed once."""
         by_tile: dict[tuple[int, int], list[Stroke]] = {}
         for s in strokes:
             b = stroke_bounds(s)
@@ -265,7 +268,8 @@ class TiledImage:
                 labels = rasterize_strokes(shifted, (y1 - y0, x1 - x0))
                 mask = labels > 0
                 if mask.any():
-                    codes = self.codes(t, stack, quantizer)
+                    codes = self.codes(t, stack, quantizer, ring)
+                    codes = codes[ring:codes.shape[0] - ring, ring:codes.shape[1] - ring]
                     hit = (np.ascontiguousarray(codes[mask]), labels[mask])
                 else:
                     hit = (np.zeros((0, 0), np.uint8), np.zeros(0, np.uint16))

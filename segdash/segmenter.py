@@ -17,13 +17,13 @@ import param
 from . import registry
 from .classes import ClassInfo, classes_from_dicts, default_class
 from .codes import channel_range
-from .contract import image_channels, prepare_image, settings_of
+from .contract import hook, image_channels, prepare_image, settings_of
 from .errors import ImageError, ProjectError, SegdashError
 from .io.naming import result_name
+from .io.pyramid import Pyramid, default_downsample
 from .io.read import read_image
 from .io.render import display_range, overlay_rgb, to_display_rgb
 from .io.write import encode, write_labels, write_png
-from .io.pyramid import Pyramid, default_downsample
 from .model import (
     SegmentationModel,
     check_classes,
@@ -33,11 +33,11 @@ from .model import (
     shared_quantizer,
 )
 from .ondemand import ByteCache, TiledImage, scale_strokes
+from .postprocess import smoothing_halo
 from .project import PaintedRows, Project, train_project
 from .stack import FeatureStack
 from .strokes import Stroke, rasterize_strokes, strokes_from_json, strokes_to_json
 from .treewalk import compile_trees, predict_proba_codes
-
 
 #: Default bytes of a large image's tile cache (``segdash serve --cache-gb``).
 DEFAULT_CACHE_BYTES = 1_000_000_000
@@ -578,7 +578,9 @@ class Segmenter(param.Parameterized):
         self.busy = True
         try:
             quantizer = self._quantizer_tiled(stack)
-            X, y = tiled.painted_rows(scale_strokes(strokes, d), stack, quantizer)
+            # the codes the prediction will read (grown by the smoothing's ring): once a tile
+            ring = smoothing_halo(hook(self.classifier_settings(), "smoothing") or 0.0)
+            X, y = tiled.painted_rows(scale_strokes(strokes, d), stack, quantizer, ring)
             try:
                 check_classes(y)
             except ValueError as exc:

@@ -250,7 +250,8 @@ class Pyramid:
         while max(self.levels[-1].shape[:2]) > MIN_LEVEL_SIDE:
             coarse = AveragedPlane(self.levels[-1], 2)
             if self.key and not isinstance(self.levels[-1], np.ndarray):
-                coarse = DiskCachedPlane(coarse, cache_folder(self.key) / f"level{len(self.levels)}")
+                folder = cache_folder(self.key) / f"level{len(self.levels)}"
+                coarse = DiskCachedPlane(coarse, folder)
             elif isinstance(self.levels[-1], np.ndarray):
                 coarse = area_average(self.levels[-1], 2)  # in memory: a third more at most
             self.levels.append(coarse)
@@ -458,7 +459,8 @@ def _open_ome_zarr(path: Path) -> Pyramid:
     root = path.resolve()
     for d in datasets:
         rel = d.get("path") if isinstance(d, dict) else None
-        if not isinstance(rel, str) or not rel or ".." in Path(rel).parts or Path(rel).is_absolute():
+        if (not isinstance(rel, str) or not rel or ".." in Path(rel).parts
+                or Path(rel).is_absolute()):
             raise ImageError(f"{path.name}: OME-Zarr dataset path {rel!r} is not inside it")
         try:
             arr = zarr.open_array(str(root / rel), mode="r")

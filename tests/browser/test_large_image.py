@@ -111,15 +111,24 @@ def overlay_agreement(page) -> tuple[float, int, dict]:
     return agree, n, data
 
 
-def wait_overlay_filled(page, share: float, timeout: float = 60.0) -> tuple[float, dict]:
-    """Wait until at least ``share`` of the overlay's pixels are coloured."""
-    deadline = time.monotonic() + timeout
-    while True:
-        agree, n, data = overlay_agreement(page)
-        total = data["shape"][0] * data["shape"][1]
-        if n >= share * total or time.monotonic() > deadline:
-            return agree, data
-        time.sleep(0.5)
+# Share of the overlay's pixels that are coloured (counted in the browser).
+FILLED_JS = """() => {""" + _JS_LIB + """
+  const imgs = views('ImageRGBA');
+  if (imgs.length < 2) return 0;
+  const img = col(imgs[imgs.length - 1].model.data_source, 'image')[0];
+  const packed = new Uint32Array(img.buffer, img.byteOffset, img.length);
+  let n = 0;
+  for (const p of packed) { if ((p >>> 24) !== 0) n += 1; }
+  return n / packed.length;
+}"""
+
+
+def wait_overlay_filled(page, share: float, timeout: float = 60_000) -> tuple[float, dict]:
+    """Wait until at least ``share`` of the overlay's pixels are coloured; return how many
+    of them agree with the slide and the overlay."""
+    page.wait_for_function(f"({FILLED_JS})() >= {share}", timeout=timeout, polling=300)
+    agree, _, data = overlay_agreement(page)
+    return agree, data
 
 
 def test_slide_is_shown_painted_and_segmented_by_the_viewport(page, slide_server, console,
@@ -148,22 +157,27 @@ def test_slide_is_shown_painted_and_segmented_by_the_viewport(page, slide_server
     draw(page, [f.at(c, r, SIDE) for c, r in smooth])
     choose_class(page, "class 2", 2)
     paint(page, striped, SIDE)
+    print("before training", time.monotonic() - start)
     wait_status(page, r"trained random_forest")
+    print("trained", time.monotonic() - start)
     agree, data = wait_overlay_filled(page, 0.9)
     assert agree > 0.95, f"the overlay agrees with the slide at {agree:.1%} of its pixels"
     assert data["dw"] < SIDE / 4  # the overlay of the view, not of the slide
 
+    print("overlay", time.monotonic() - start)
     # pan far away: the overlay fills there too
     zoom_to(page, (12 * SQUARE, 14 * SQUARE), (9 * SQUARE, 11 * SQUARE))
     agree, data = wait_overlay_filled(page, 0.9)
     assert data["x"] >= 11 * SQUARE and data["y"] <= SIDE - 8 * SQUARE
     assert agree > 0.95, f"far from the strokes the overlay agrees at {agree:.1%}"
 
+    print("far overlay", time.monotonic() - start)
     # the downloaded labels are the full slide's size and agree with the overlay
     labels_file = download(page, "Label image", tmp_path)
     with Image.open(labels_file) as im:  # 268 M pixels: over Pillow's bomb limit
         im.load()
         labels = np.asarray(im)
+    print("labels", time.monotonic() - start)
     assert labels.shape == (SIDE, SIDE)
     truth = slide_class(np.arange(0, SIDE, 97), np.arange(0, SIDE, 89))
     assert (labels[::97, ::89] == truth).mean() > 0.95
