@@ -302,11 +302,11 @@ class TiledImage:
                        labels.nbytes + out[1].nbytes + 64)
         return out
 
-    def mosaic(self, rows: np.ndarray, cols: np.ndarray, model_key: Hashable,
+    def mosaic(self, rows: np.ndarray, cols: np.ndarray, model_keys: Sequence[Hashable],
                which: int = 0) -> np.ndarray:
         """Cached tile results at the pixels ``rows x cols`` (ascending working-resolution
-        indices): ``which`` 0 gives labels (0 where not computed), 1 uncertainty (float32,
-        NaN where not computed).
+        indices), of the first of ``model_keys`` that has the tile: ``which`` 0 gives labels
+        (0 where not computed), 1 uncertainty (float32, NaN where not computed).
 
         Returns
         -------
@@ -319,7 +319,8 @@ class TiledImage:
         for ty in np.unique(r_tile):
             ri = np.nonzero(r_tile == ty)[0]
             for tx in np.unique(c_tile):
-                hit = self.cache.get(("result", self.token, (int(ty), int(tx)), model_key))
+                hit = next((h for k in model_keys if (h := self.cache.get(
+                    ("result", self.token, (int(ty), int(tx)), k))) is not None), None)
                 if hit is None:
                     continue
                 part = hit[which]
@@ -334,6 +335,7 @@ class TiledImage:
                    np.full((len(rows), len(cols)), np.nan, np.float32))
         return out
 
-    def forget_results(self) -> None:
-        """Drop every tile result (a new model)."""
-        self.cache.drop(lambda k: not (k[0] == "result" and k[1] == self.token))
+    def forget_results(self, keep: Sequence[Hashable] = ()) -> None:
+        """Drop the tile results of every model but those of ``keep`` (a new model)."""
+        self.cache.drop(lambda k: not (k[0] == "result" and k[1] == self.token
+                                       and k[3] not in keep))

@@ -608,7 +608,8 @@ class Segmenter(param.Parameterized):
     def _publish_tiled(self, model: SegmentationModel, status: str) -> None:
         self._result_key += 1
         if self._tiled is not None:
-            self._tiled.forget_results()
+            # the previous model's tiles stay on screen until the new ones replace them
+            self._tiled.forget_results(keep=(self._result_key - 1,))
         self.param.update(model=model, error=self._save_problem, status=status,
                           tiles_done=self.tiles_done + 1)
 
@@ -654,8 +655,9 @@ class Segmenter(param.Parameterized):
         h, w = tiled.shape[:2]
         rows = ((y0 + (np.arange(out_h) + 0.5) * (y1 - y0) / out_h) / d).astype(np.int64)
         cols = ((x0 + (np.arange(out_w) + 0.5) * (x1 - x0) / out_w) / d).astype(np.int64)
-        return tiled.mosaic(np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1), key,
-                            0 if which == "labels" else 1)
+        rows, cols = np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)
+        # tiles the current model has not reached yet show the previous model's results
+        return tiled.mosaic(rows, cols, (key, key - 1), 0 if which == "labels" else 1)
 
     def _tiled_result_file(self, kind: str) -> tuple[str, bytes]:
         model = self.model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -235,8 +236,9 @@ def test_a_model_trained_at_a_working_resolution_records_it(image):
     again = model_from_bytes(seg.result_file("model")[1])
     assert again.downsample == 2
     name, data = seg.result_file("labels")
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     assert Image.open(io.BytesIO(data)).size == (840, 600)  # the full image's size
 
@@ -249,3 +251,27 @@ def test_a_model_file_with_a_bad_downsample_is_refused(model):
         doc["downsample"] = bad
         with pytest.raises(ModelFileError, match="downsample"):
             model_from_bytes(modelfile.dumps(doc))
+
+
+def test_apply_at_the_models_working_resolution_writes_full_size_labels_equal_to_the_session(
+        tmp_path, image):
+    from PIL import Image
+
+    from segdash.cli import main
+
+    big = np.tile(image, (2, 2, 1))  # 600 x 840
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, big, photometric="rgb", tile=(256, 256))
+    seg = Segmenter()
+    seg.extractor("basic").sigma_max = 4
+    seg.open_pyramid(open_pyramid(path), downsample=2)
+    seg.add_stroke([20, 180], [25, 25], 1, 8)
+    seg.add_stroke([240, 400], [255, 255], 2, 8)
+    model_path = tmp_path / "m.skops"
+    model_path.write_bytes(seg.result_file("model")[1])
+    session = np.asarray(Image.open(io.BytesIO(seg.result_file("labels")[1])))
+    assert main(["apply", str(model_path), str(path), "--out", str(tmp_path / "out"),
+                 "--quiet", "--workers", "1"]) == 0
+    applied = np.asarray(Image.open(tmp_path / "out" / "big_labels.png"))
+    assert applied.shape == (600, 840)
+    np.testing.assert_array_equal(applied, session)

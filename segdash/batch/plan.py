@@ -274,8 +274,10 @@ def plan_jobs(model: SegmentationModel, files: Sequence[Path], opts: ApplyOption
             continue
         # Resume: write only what is missing, keep what a run finished before.
         outputs = {k: p for k, p in outputs.items() if p.name not in kept}
-        jobs.append(Job(source, outputs, tile_chunks(source.shape[0], tile),
-                        tile_chunks(source.shape[1], tile), kept=tuple(kept)))
+        # output tiles: the working-resolution tiles' size at full resolution
+        out_tile = tile * model.downsample
+        jobs.append(Job(source, outputs, tile_chunks(source.shape[0], out_tile),
+                        tile_chunks(source.shape[1], out_tile), kept=tuple(kept)))
     return jobs, failed, skipped
 
 

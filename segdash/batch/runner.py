@@ -27,7 +27,7 @@ from ..io.render import display_range
 from ..io.sources import expand_inputs
 from ..model import SegmentationModel, load_model
 from ..project import project_inputs
-from ..tiling import check_tile, tiled_labels, tiled_overlay, tiled_proba
+from ..tiling import check_tile, tile_chunks, tiled_labels, tiled_overlay, tiled_proba
 from .plan import (
     ApplyOptions,
     Bands,
@@ -42,6 +42,15 @@ from .plan import (
     remove_leftovers,
     without_name,
 )
+
+
+def upsample(arr: Any, downsample: int, size: tuple[int, int], job: Job) -> Any:
+    """A lazy result at working resolution ``downsample`` as full-size ``size`` (nearest:
+    each pixel repeated over its block), in the job's output tiles."""
+    import dask.array as da
+
+    up = da.repeat(da.repeat(arr, downsample, axis=0), downsample, axis=1)[:size[0], :size[1]]
+    return up.rechunk((job.rows, job.cols) + up.chunks[2:])
 
 
 def _pack_tile(kinds: Sequence[str], *blocks: np.ndarray) -> dict[str, np.ndarray]:
@@ -92,8 +101,19 @@ class TileRunner:
 
         src = job.source
         image = src.plane(p, (job.rows, job.cols, (src.shape[2],)))
-        proba = tiled_proba(self.model, image, self.tile, model_ref=self.model_ref)
-        arrays = {"labels": tiled_labels(self.model, proba)}
+        d = self.model.downsample
+        if d > 1:  # at the model's working resolution, results upsampled to full size
+            h, w = src.shape[:2]
+            hd, wd = -(-h // d), -(-w // d)
+            work = src.plane(p, (tile_chunks(hd, self.tile), tile_chunks(wd, self.tile),
+                                 (src.shape[2],)), downsample=d)
+            proba = tiled_proba(self.model, work, self.tile, model_ref=self.model_ref)
+            labels = upsample(tiled_labels(self.model, proba), d, (h, w), job)
+            proba = upsample(proba, d, (h, w), job) if "proba" in job.outputs else None
+        else:
+            proba = tiled_proba(self.model, image, self.tile, model_ref=self.model_ref)
+            labels = tiled_labels(self.model, proba)
+        arrays = {"labels": labels}
         if "proba" in job.outputs:
             arrays["proba"] = proba
         if "overlay" in job.outputs:

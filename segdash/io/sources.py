@@ -189,11 +189,32 @@ class ImageSource:
         """Read region by region where the tiles are computed (TIFF), not here."""
         return self.layout is not None
 
-    def plane(self, index: int, chunks: tuple) -> Any:
-        """Plane ``index`` as a dask array of ``chunks`` (``(rows, cols, (C,))``)."""
+    def plane(self, index: int, chunks: tuple, downsample: int = 1) -> Any:
+        """Plane ``index`` as a dask array of ``chunks`` (``(rows, cols, (C,))``).
+
+        With ``downsample`` d > 1: the plane at that working resolution,
+        ``(ceil(H / d), ceil(W / d), C)``, as the dashboard sees it
+        (:meth:`segdash.io.pyramid.Pyramid.at`: the file's own level of that size, else
+        the area average of full resolution)."""
         import dask.array as da
         from dask.base import tokenize
 
+        if downsample > 1:
+            from .pyramid import AveragedPlane, open_pyramid, pyramid_of
+
+            if self.layout is None:
+                arr = read_image(self.path)
+                level = pyramid_of(arr, self.name).at(downsample)
+            elif index == 0:
+                level = open_pyramid(self.path).at(downsample)
+            else:
+                frame = self.layout.frame_index(index)
+                level = AveragedPlane(TiffPlane(str(self.path.resolve()), 0, self.layout,
+                                                frame, self.dtype, self.stamp), downsample)
+            name = "segdash-read-" + tokenize(str(self.path), self.stamp, index, downsample,
+                                              chunks)
+            return da.from_array(level, chunks=chunks, name=name, lock=False, asarray=True,
+                                 fancy=False, meta=np.empty((0, 0, 0), self.dtype))
         if self.layout is None:
             # PNG/JPEG: read again now (planning read it only to check it), so that only
             # the images being tiled are in memory, not a whole folder's.

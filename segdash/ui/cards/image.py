@@ -12,6 +12,8 @@ from ..display import markdown_text
 from ..samples import load_sample, sample_names
 from .base import Card, CardContext, note
 
+#: Working resolutions offered for a large image: label -> downsample factor.
+RESOLUTIONS = {"full" if d == 1 else f"1/{d}": d for d in (1, 2, 4, 8, 16, 32, 64, 128, 256)}
 #: What the image upload offers to choose: the endings segdash reads images from.
 IMAGE_ACCEPT = ",".join(IMAGE_SUFFIXES)
 
@@ -20,7 +22,7 @@ class ImageCard(Card):
     """Choose a bundled sample or upload an image; what is open."""
 
     title = "Image"
-    watches = ("image", "source", "image_name", "project")
+    watches = ("image", "source", "image_name", "project", "downsample")
 
     def __init__(self, context: CardContext, **params: Any) -> None:
         super().__init__(context, **params)
@@ -33,16 +35,24 @@ class ImageCard(Card):
         self.upload = pn.widgets.FileInput(accept=IMAGE_ACCEPT, multiple=False)
         self._watch_upload(self.upload, self._open_upload)
         self.info = pn.pane.Markdown("", margin=(0, 10))
+        #: Working resolution of a large image (features, training, results).
+        self.resolution = pn.widgets.Select(
+            label="Working resolution", options=RESOLUTIONS, value=1, visible=False,
+            css_classes=["segdash-resolution"])
+        self.resolution.param.watch(self._on_resolution, "value")
 
     def controls(self) -> list[Any]:
         return [self.sample_select, note("Or upload PNG, JPEG or TIFF:"), self.upload,
-                self.info]
+                self.info, self.resolution]
 
     def refresh(self, names: set[str]) -> None:
         seg = self.segmenter
         # in a project, an upload joins the project; a sample would leave it
         self.sample_select.visible = seg.project is None
         img = seg.image
+        self.resolution.visible = seg.source is not None
+        if seg.source is not None:
+            self._set_quietly(self.resolution, seg.downsample)
         if img is None and seg.source is not None:
             h, w, c = seg.source.shape
             self.info.object = (f"**{markdown_text(seg.image_name)}**: {w}x{h}, {c} "
@@ -55,6 +65,11 @@ class ImageCard(Card):
         channels = 1 if img.ndim == 2 else img.shape[2]
         self.info.object = (f"**{markdown_text(seg.image_name)}**: {img.shape[1]}x"
                             f"{img.shape[0]}, {channels} channel(s), {img.dtype}")
+
+    def _on_resolution(self, event: Any) -> None:
+        if self._updating or event.new == self.segmenter.downsample:
+            return
+        self.context.worker.submit(partial(setattr, self.segmenter, "downsample", event.new))
 
     def _on_sample(self, event: Any) -> None:
         if self._updating or not event.new:
