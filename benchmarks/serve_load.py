@@ -114,7 +114,7 @@ async def one_session(browser, url: str, size: int, png: bytes) -> dict:
     await page.wait_for_function(f"({FRAME_JS})() !== null", timeout=600_000)
     await page.wait_for_function(f"({BRUSH_JS})() != null", timeout=120_000)
     opened = time.monotonic() - t0
-    await page.locator("input[type=file][accept*='.png']").set_input_files(
+    await page.locator(".segdash-upload-image input[type=file]").set_input_files(
         {"name": "load.png", "mimeType": "image/png", "buffer": png})
     await page.get_by_text(f"load.png: {size}x{size}").wait_for(timeout=120_000)
     await page.wait_for_function(

@@ -5,6 +5,12 @@ pixel limit checked from the header before any pixel is decoded. PNG and JPEG go
 Pillow restricted to those formats; TIFF through tifffile (16-bit, float, multi-channel),
 its axes interpreted by :class:`TiffLayout` (also used by the lazy readers of
 :mod:`segdash.io.sources`).
+
+Files from untrusted people (uploads to a server) go through :func:`read_untrusted`: the
+decoders (zlib, libpng, libjpeg, tifffile's codecs) run in a sandboxed child process
+(:func:`segdash.sandbox.run_isolated`) with memory and time limits, which writes the pixels
+to a ``.npy`` file; the server maps that file (numpy parses its short header in Python) and
+never runs a native decoder on the upload's bytes.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 
 from ..contract import drop_alpha, image_channels
 from ..errors import ImageError
+from ..sandbox import IsolatedFailure, Limits, run_isolated
 
 #: Largest image read into memory, in pixels (height x width). Larger slides go through
 #: the tiled batch path.
@@ -111,7 +118,7 @@ def _read_pil(data: bytes, name: str, fmt: str, max_pixels: int) -> np.ndarray:
                 elif mode == "1":
                     im = im.convert("L")
                 arr = np.asarray(im)
-    except ImageError:
+    except (ImageError, MemoryError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{name}: refused as a decompression bomb ({exc})") from exc
@@ -243,7 +250,7 @@ def _read_tiff(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             else:
                 arr = series.asarray()[first]
             arr = layout.to_yxc(arr)
-    except ImageError:
+    except (ImageError, MemoryError):
         raise
     except Exception as exc:
         raise ImageError(f"{name}: cannot decode this TIFF file ({_reason(exc)})") from exc
@@ -288,6 +295,103 @@ def read_image(
         arr = _read_pil(data, name, fmt, max_pixels)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
+    try:
+        image_channels(arr)
+    except ImageError as exc:
+        raise ImageError(f"{name}: {exc}") from exc
+    return arr
+
+
+#: Memory a decoding child may use when the caller gives no budget, bytes.
+DECODE_MEMORY_BYTES = 4_000_000_000
+#: Wall-clock seconds a decoding child may run when the caller gives no limit.
+DECODE_SECONDS = 300.0
+#: What the sandbox helper imports once, so each decoding child starts warm.
+_DECODE_PRELOAD = ("numpy", "PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlugin",
+                   "tifffile", "segdash.io.read")
+
+
+def _decode_to_npy(payload: bytes) -> dict:
+    """In the sandboxed child: decode the file named in ``payload`` (JSON: ``source``,
+    ``target``, ``max_pixels``) and write its pixels to ``target`` as ``.npy``."""
+    import json
+
+    job = json.loads(payload)
+    arr = read_image(job["source"], max_pixels=int(job["max_pixels"]))
+    np.save(job["target"], arr, allow_pickle=False)
+    return {"shape": list(arr.shape), "dtype": arr.dtype.str}
+
+
+def read_untrusted(path: str | Path, out: str | Path, name: str | None = None,
+                   memory_bytes: int | None = None, seconds: float | None = None,
+                   max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode an untrusted image file outside this process; its pixels, memory-mapped.
+
+    Parameters
+    ----------
+    path : path
+        The file (an upload). Its name is not trusted: the format comes from its content.
+    out : path
+        A ``.npy`` file to write the pixels to (the caller removes it when done; the
+        returned array maps it, and stays valid after it is unlinked).
+    name : str, optional
+        The file's name in messages (default: ``path``'s name).
+    memory_bytes : int, optional
+        Memory the decoder may use (default :data:`DECODE_MEMORY_BYTES`).
+    seconds : float, optional
+        Wall-clock time the decoder may take (default :data:`DECODE_SECONDS`).
+    max_pixels : int
+        Refuse images with more pixels than this (checked from the header).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` or ``(H, W, C)``, read-only, backed by ``out`` (pages are read from
+        disk as they are used), as :func:`read_image` would return it.
+
+    Raises
+    ------
+    ImageError
+        Not a readable image, too large, or the decoder failed, ran out of memory or time,
+        or crashed (the message says which; the server is unaffected).
+    """
+    import json
+
+    path, out = Path(path), Path(out)
+    name = name or path.name
+    memory = int(memory_bytes or DECODE_MEMORY_BYTES)
+    wall = float(seconds or DECODE_SECONDS)
+    limits = Limits(memory_bytes=memory, cpu_seconds=max(1, int(wall)), wall_seconds=wall)
+    job = json.dumps({"source": str(path), "target": str(out), "max_pixels": max_pixels})
+    try:
+        reply = run_isolated("segdash.io.read:_decode_to_npy", job.encode(), limits,
+                             preload=_DECODE_PRELOAD)
+    except IsolatedFailure as exc:
+        out.unlink(missing_ok=True)
+        raise ImageError(f"{name}: the image decoder {exc}; the file was not opened "
+                         f"(decoding may use {memory / 1e9:.3g} GB and {wall:g} s)") from exc
+    if not reply["ok"]:
+        out.unlink(missing_ok=True)
+        message = str(reply.get("message") or reply.get("error"))
+        if "MemoryError" in str(reply.get("error")):
+            message = (f"{path.name}: decoding needs more memory than the limit of "
+                       f"{memory / 1e9:.3g} GB")
+        # the child named the file by its path on disk: give the user's name instead
+        raise ImageError(message.replace(path.name, name))
+    return _map_decoded(out, reply["result"], name)
+
+
+def _map_decoded(out: Path, expected: Any, name: str) -> np.ndarray:
+    """The child's ``.npy``, mapped read-only, checked against what the child said it wrote
+    (the child handled hostile bytes: its file is checked like any input)."""
+    try:
+        arr = np.load(out, mmap_mode="r", allow_pickle=False)
+        shape, dtype = tuple(int(n) for n in expected["shape"]), np.dtype(expected["dtype"])
+    except Exception as exc:
+        raise ImageError(f"{name}: the decoder's output could not be read ({exc})") from exc
+    if arr.shape != shape or arr.dtype != dtype or arr.dtype.kind not in "uifb" \
+            or arr.ndim not in (2, 3):
+        raise ImageError(f"{name}: the decoder's output is not the image it reported")
     try:
         image_channels(arr)
     except ImageError as exc:

@@ -7,7 +7,8 @@ every ``panel serve`` option works (``--basic-auth``, ``--cookie-secret``,
 ``--oauth-provider``, ``--num-procs``, ``--prefix``, ``--admin``,
 ``--unused-session-lifetime``, ...), plus segdash's own (an image, or images and folders
 opened as a project with ``--project``, ``--scheduler``, ``--num-threads``,
-``--session-memory-gb``, ``--job-time-limit``), and it changes three defaults:
+``--session-memory-gb``, ``--job-time-limit``, ``--max-upload-gb``, ``--upload-dir``), and
+it changes three defaults:
 
 - session ids are signed (``--session-ids signed``) with ``BOKEH_SECRET_KEY``, or a key
   generated at start, so a browser cannot choose (and so join) another session's id;
@@ -15,7 +16,10 @@ opened as a project with ``--project``, ``--scheduler``, ``--num-threads``,
   (``--allow-websocket-origin``, default this machine), as Bokeh already requires of the
   ``Origin``: a page served from another name that resolves here (DNS rebinding) is
   refused;
-- uploads up to :data:`WEBSOCKET_MAX_MESSAGE_BYTES` pass the websocket.
+- websocket messages are bounded by :data:`WEBSOCKET_MAX_MESSAGE_BYTES` (uploads arrive in
+  chunks of :data:`~segdash.ui.upload.CHUNK_BYTES`, each a message of its own, streamed
+  to disk: the file size limit is ``--max-upload-gb``, checked in the browser before
+  anything is sent).
 """
 
 from __future__ import annotations
@@ -40,10 +44,13 @@ log = logging.getLogger("segdash.ui")
 
 #: The Panel app file: ``panel serve`` it, or run ``segdash serve``.
 APP_FILE = str(Path(__file__).with_name("panel_app.py"))
-#: Largest websocket message (bytes): bounds uploads (Bokeh's default is 20 MB).
-WEBSOCKET_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+#: Largest websocket message (bytes): an upload chunk (10 MB) and its framing fit, a
+#: client cannot make the server buffer more than this at once (Bokeh's default is 20 MB).
+WEBSOCKET_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 #: Default memory budget of one session, GB (features of one image and its results).
 DEFAULT_SESSION_MEMORY_GB = 4.0
+#: Default largest upload, GB (``--max-upload-gb``).
+DEFAULT_MAX_UPLOAD_GB = 2.0
 #: ``panel serve`` options segdash serve does not offer: it serves one file (its own), and
 #: ``--num-threads`` is segdash's compute threads (Panel's dispatches events to threads,
 #: which this app does not need: its event loop never computes).
@@ -70,6 +77,10 @@ class AppOptions:
         Memory budget of one session (None or 0: no limit).
     job_time_limit : float or None
         Seconds a job may run before it is abandoned (None or 0: no limit).
+    max_upload_gb : float
+        Largest file a session may upload, GB.
+    upload_dir : str or None
+        Where sessions' upload folders are made (default: the system's temporary folder).
     """
 
     images: tuple[str, ...] = ()
@@ -78,6 +89,8 @@ class AppOptions:
     num_threads: int | None = None
     session_memory_gb: float | None = DEFAULT_SESSION_MEMORY_GB
     job_time_limit: float | None = None
+    max_upload_gb: float = DEFAULT_MAX_UPLOAD_GB
+    upload_dir: str | None = None
 
     @property
     def image(self) -> str | None:
@@ -121,6 +134,20 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job-time-limit", type=float, default=DEFAULT_TIME_LIMIT,
                         help="seconds a computation may run before it is abandoned "
                              f"(default {DEFAULT_TIME_LIMIT:g}; 0: none)")
+    parser.add_argument("--max-upload-gb", type=_positive, default=DEFAULT_MAX_UPLOAD_GB,
+                        help="largest file a user may upload, GB; larger files are refused "
+                             f"before they are sent (default {DEFAULT_MAX_UPLOAD_GB:g})")
+    parser.add_argument("--upload-dir", default=None,
+                        help="folder where uploads are received, one private folder per "
+                             "session removed when it ends (default: the system's temporary "
+                             "folder, $TMPDIR; give a disk, not a RAM disk, for large files)")
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
 
 
 def app_options(argv: Sequence[str]) -> AppOptions:
@@ -129,7 +156,8 @@ def app_options(argv: Sequence[str]) -> AppOptions:
     add_app_arguments(parser)
     ns = parser.parse_args(list(argv))
     return AppOptions(tuple(ns.image), ns.project, ns.scheduler, ns.num_threads,
-                      ns.session_memory_gb, ns.job_time_limit or None)
+                      ns.session_memory_gb, ns.job_time_limit or None, ns.max_upload_gb,
+                      ns.upload_dir)
 
 
 @functools.lru_cache(maxsize=4)
@@ -187,7 +215,8 @@ def create_session(options: AppOptions = AppOptions()) -> Any:
         image, name = shared_image(options.image), Path(options.image).name
     app = SegdashApp(image=image, image_name=name, project=project,
                      scheduler=options.scheduler, memory_limit=options.memory_limit,
-                     pool=pool)
+                     pool=pool, max_upload_bytes=int(options.max_upload_gb * 1e9),
+                     upload_root=options.upload_dir)
     pn.state.on_session_destroyed(lambda context: app.close())
     log.info("session opened%s", f" for {pn.state.user}" if pn.state.user else "")
     return app.template()
@@ -306,7 +335,10 @@ def app_argv(args: argparse.Namespace) -> list[str]:
     if args.num_threads is not None:
         out += ["--num-threads", str(args.num_threads)]
     out += ["--session-memory-gb", str(args.session_memory_gb or 0),
-            "--job-time-limit", str(args.job_time_limit or 0)]
+            "--job-time-limit", str(args.job_time_limit or 0),
+            "--max-upload-gb", repr(float(args.max_upload_gb))]
+    if args.upload_dir is not None:
+        out += ["--upload-dir", str(args.upload_dir)]
     return out
 
 
