@@ -52,7 +52,10 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def _as_bytes(source: str | Path | bytes | IO[bytes]) -> tuple[bytes, str]:
+def _as_bytes(source: str | Path | bytes | IO[bytes], tiff_by_path: bool = False
+              ) -> tuple[bytes | Path, str]:
+    """The content of ``source`` and its name; with ``tiff_by_path``, a TIFF file given by
+    its path comes back as that path (tifffile reads it in place)."""
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         name = "upload"
@@ -64,6 +67,10 @@ def _as_bytes(source: str | Path | bytes | IO[bytes]) -> tuple[bytes, str]:
             raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
         if size > MAX_FILE_BYTES:
             raise ImageError(f"{path.name}: file too large ({size} bytes)")
+        if tiff_by_path and size:
+            with open(path, "rb") as fh:
+                if sniff_format(fh.read(8)) == "TIFF":
+                    return path, path.name
         data = path.read_bytes()
         name = path.name
     else:
@@ -231,11 +238,12 @@ class TiffLayout:
         return out.reshape(out.shape[0], out.shape[1], -1)
 
 
-def _read_tiff(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+def _read_tiff(data: bytes | Path, name: str, max_pixels: int) -> np.ndarray:
     import tifffile
 
     try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        # A path is read by tifffile as it needs (no copy of the whole file in memory).
+        with tifffile.TiffFile(data if isinstance(data, Path) else io.BytesIO(data)) as tif:
             series = tif.series[0]
             layout = TiffLayout.of(series.axes, series.shape, name)
             _check_pixels(name, layout.height, layout.width, max_pixels)
@@ -283,8 +291,8 @@ def read_image(
     ImageError
         Unsupported format, damaged file, or too many pixels (the message names the file).
     """
-    data, name = _as_bytes(source)
-    fmt = sniff_format(data[:8])
+    data, name = _as_bytes(source, tiff_by_path=True)
+    fmt = "TIFF" if isinstance(data, Path) else sniff_format(data[:8])
     if fmt is None:
         raise ImageError(
             f"{name}: not a PNG, JPEG or TIFF image (unrecognised content)"
