@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ import numpy as np
 
 from ..errors import ProjectError, SegdashError
 from ..io.read import read_image
-from ..project import Project, locate
+from ..project import Project, locate, write_atomic
 
 log = logging.getLogger("segdash.ui")
 
@@ -194,7 +196,10 @@ def create_session(options: AppOptions = AppOptions()) -> Any:
     """Build the page of one browser session (its own Segmenter) and free it at the end.
 
     In a project, the session opens the project as the file holds it now (a reloaded page
-    or a restarted server finds every stroke again)."""
+    or a restarted server finds every stroke again). A logged-in user (``pn.state.user``,
+    with ``--basic-auth`` or ``--oauth-provider``) works in a project file of their own
+    (:func:`user_project_file`), a copy of the shared one at their first visit: users do not
+    see or change each other's strokes. Without login every visitor shares the one project."""
     import panel as pn
     from bokeh.core.validation import silence
     from bokeh.core.validation.warnings import FIXED_SIZING_MODE
@@ -209,7 +214,12 @@ def create_session(options: AppOptions = AppOptions()) -> Any:
     pool = shared_pool(options.num_threads, options.job_time_limit)  # first call sets it up
     image = name = project = None
     if options.is_project:
-        project_file, root = project_location(options.images, options.project)
+        shared, root = project_location(options.images, options.project)
+        project_file = shared
+        if pn.state.user:  # logged in: the user's own project, started from the shared one
+            project_file = user_project_file(shared, pn.state.user)
+            if not project_file.exists() and shared.exists():
+                write_atomic(project_file, shared.read_bytes())
         project = Project.open(project_file, root=root)
     elif options.image is not None:
         image, name = shared_image(options.image), Path(options.image).name
@@ -220,6 +230,17 @@ def create_session(options: AppOptions = AppOptions()) -> Any:
     pn.state.on_session_destroyed(lambda context: app.close())
     log.info("session opened%s", f" for {pn.state.user}" if pn.state.user else "")
     return app.template()
+
+
+def user_project_file(shared: Path, user: str) -> Path:
+    """The project file of logged-in ``user``, beside the shared one ``shared``.
+
+    Named after the user (characters a file name may hold) and a hash of the exact name, so
+    two names that sanitise alike (``"a b"``, ``"a_b"``) never share a file.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", user).strip("._")[:40] or "user"
+    tag = hashlib.sha256(user.encode()).hexdigest()[:8]
+    return shared.with_name(f"{shared.stem}.user-{safe}-{tag}{shared.suffix}")
 
 
 def _exception_handler(exc: BaseException) -> None:
