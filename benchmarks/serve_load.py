@@ -128,7 +128,7 @@ async def one_session(browser, url: str, size: int, png: bytes) -> dict:
     m = size // 16
     await drag(page, frame, [(m, m), (size - m, m), (size - m, 3 * m)], size)
     await page.locator(".segdash-class button", has_text="class 2").click()
-    await page.wait_for_function(f"({BRUSH_JS})().stroke_class === 2", timeout=30_000)
+    await page.wait_for_function(f"({BRUSH_JS})().stroke_class === 2", timeout=300_000)
     await drag(page, frame, [(size // 2 - m, size // 2), (size // 2 + m, size // 2)], size)
     released = time.monotonic()
     step = max(1, -(-size // 1600))

@@ -25,13 +25,17 @@ it changes three defaults:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import hashlib
 import logging
 import os
 import re
 import sys
+import threading
+import weakref
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,6 +247,63 @@ def user_project_file(shared: Path, user: str) -> Path:
     return shared.with_name(f"{shared.stem}.user-{safe}-{tag}{shared.suffix}")
 
 
+#: Pages built off the event loop, by document, waiting for the app file to claim them.
+_BUILT: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+#: The thread pages are built on (one: builds hold the GIL; the loop keeps its turns).
+_BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segdash-page")
+
+
+def build_pages_off_the_loop(application: Any, options: AppOptions) -> None:
+    """Build each session's page on a thread of its own before Bokeh runs the app file.
+
+    Bokeh builds a session's document on the server's event loop (the app file runs inside
+    the request that opens the page), and a segdash page is some 240 Bokeh models: 0.5-3.5
+    s each on this machine, during which every other session's messages wait (10 pages
+    opened at once blocked the loop for up to 14 s). Bokeh awaits
+    ``on_session_created`` before it runs the app file; segdash's hook builds the page
+    there, in :data:`_BUILDER`, into the session's still private document, and the app file
+    (:func:`serve_page`) then finds it built.
+    """
+    created = application.on_session_created
+
+    async def on_session_created(session_context: Any) -> None:
+        await created(session_context)
+        doc = session_context._document
+        await asyncio.get_running_loop().run_in_executor(
+            _BUILDER, functools.partial(_build_page, doc, options))
+
+    application.on_session_created = on_session_created
+
+
+def _build_page(doc: Any, options: AppOptions) -> None:
+    import panel as pn
+    from panel.io.state import set_curdoc
+
+    # This thread holds the document while it builds (as Panel's own build claims it for
+    # the loop's thread): Panel then applies changes at once instead of scheduling them.
+    pn.state._thread_id_[doc] = threading.get_ident()
+    with set_curdoc(doc):
+        try:
+            template = create_session(options)
+            template.server_doc(doc, title="segdash")
+        except Exception:  # the app file builds it again, on the loop, and reports
+            log.exception("building a page off the event loop failed")
+            return
+        finally:
+            pn.state._thread_id_.pop(doc, None)  # the loop claims it when it runs the app
+    _BUILT[doc] = template
+
+
+def serve_page(argv: Sequence[str]) -> None:
+    """What the app file does per session: the page built off the loop, else build it now
+    (plain ``panel serve``)."""
+    import panel as pn
+
+    if _BUILT.pop(pn.state.curdoc, None) is not None:
+        return
+    create_session(app_options(argv)).servable(title="segdash")
+
+
 def _exception_handler(exc: BaseException) -> None:
     """Last resort for errors escaping a callback: a message in the page, the trace in the log."""
     import panel as pn
@@ -334,7 +395,9 @@ def serve_command() -> Any:
         def customize_applications(self, args: argparse.Namespace,
                                    applications: dict[str, Any]) -> dict[str, Any]:
             applications = super().customize_applications(args, applications)
-            return {"/": next(iter(applications.values()))}  # the dashboard at the root
+            application = next(iter(applications.values()))
+            build_pages_off_the_loop(application, app_options(args.args))
+            return {"/": application}  # the dashboard at the root
 
         def customize_server(self, server: Any) -> Any:
             # Bokeh keeps its tornado application private; its normalised origin allowlist
