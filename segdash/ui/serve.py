@@ -53,6 +53,8 @@ APP_FILE = str(Path(__file__).with_name("panel_app.py"))
 #: Largest websocket message (bytes): an upload chunk (10 MB) and its framing fit, a
 #: client cannot make the server buffer more than this at once (Bokeh's default is 20 MB).
 WEBSOCKET_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+#: What a chunk's websocket message adds to its bytes (Bokeh's header and event), generously.
+MESSAGE_OVERHEAD_BYTES = 1_000_000
 #: Default memory budget of one session, GB (features of one image and its results).
 DEFAULT_SESSION_MEMORY_GB = 4.0
 #: Default largest upload, GB (``--max-upload-gb``).
@@ -375,6 +377,13 @@ def serve_command() -> Any:
                                 websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_BYTES)
 
         def invoke(self, args: argparse.Namespace) -> None:
+            from .upload import CHUNK_BYTES
+
+            if args.websocket_max_message_size < CHUNK_BYTES + MESSAGE_OVERHEAD_BYTES:
+                raise SystemExit(
+                    f"segdash serve: --websocket-max-message-size must be at least "
+                    f"{CHUNK_BYTES + MESSAGE_OVERHEAD_BYTES} bytes: uploads arrive in chunks "
+                    f"of {CHUNK_BYTES} bytes, one message each")
             args.files, args.glob = [APP_FILE], False
             args.args = app_argv(args)
             args.num_threads = None  # Panel's: events stay on the event loop
