@@ -45,6 +45,7 @@ import numpy as np
 from ..errors import ProjectError, SegdashError
 from ..io.read import read_image
 from ..project import Project, locate, write_atomic
+from .upload import DEFAULT_MAX_UPLOAD_GB
 
 log = logging.getLogger("segdash.ui")
 
@@ -57,8 +58,7 @@ WEBSOCKET_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 MESSAGE_OVERHEAD_BYTES = 1_000_000
 #: Default memory budget of one session, GB (features of one image and its results).
 DEFAULT_SESSION_MEMORY_GB = 4.0
-#: Default largest upload, GB (``--max-upload-gb``).
-DEFAULT_MAX_UPLOAD_GB = 2.0
+
 #: ``panel serve`` options segdash serve does not offer: it serves one file (its own), and
 #: ``--num-threads`` is segdash's compute threads (Panel's dispatches events to threads,
 #: which this app does not need: its event loop never computes).

@@ -30,7 +30,8 @@ from typing import Any, BinaryIO
 import panel as pn
 import param
 
-from .serve import DEFAULT_MAX_UPLOAD_GB
+#: Default largest upload, GB (``segdash serve --max-upload-gb``).
+DEFAULT_MAX_UPLOAD_GB = 2.0
 
 log = logging.getLogger("segdash.ui")
 
