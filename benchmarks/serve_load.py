@@ -49,10 +49,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(port: int, log: Path) -> subprocess.Popen:
+def start(port: int, log: Path, debug_loop: bool = False) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "segdash.cli", "serve", "--port", str(port), "--address",
            "127.0.0.1", "--unused-session-lifetime", "1000", "--check-unused-sessions", "1000"]
-    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    env = dict(os.environ)
+    if debug_loop:  # asyncio logs every callback holding the loop > 100 ms, and where from
+        env["PYTHONASYNCIODEBUG"] = "1"
+    proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                            env=env)
     url = f"http://127.0.0.1:{port}/static/js/bokeh.min.js"
     for _ in range(300):
         try:
@@ -114,7 +118,7 @@ async def one_session(browser, url: str, size: int, png: bytes) -> dict:
     await page.wait_for_function(f"({FRAME_JS})() !== null", timeout=600_000)
     await page.wait_for_function(f"({BRUSH_JS})() != null", timeout=120_000)
     opened = time.monotonic() - t0
-    await page.locator("input[type=file][accept*='.png']").set_input_files(
+    await page.locator(".segdash-upload-image input[type=file]").set_input_files(
         {"name": "load.png", "mimeType": "image/png", "buffer": png})
     await page.get_by_text(f"load.png: {size}x{size}").wait_for(timeout=120_000)
     await page.wait_for_function(
@@ -124,7 +128,7 @@ async def one_session(browser, url: str, size: int, png: bytes) -> dict:
     m = size // 16
     await drag(page, frame, [(m, m), (size - m, m), (size - m, 3 * m)], size)
     await page.locator(".segdash-class button", has_text="class 2").click()
-    await page.wait_for_function(f"({BRUSH_JS})().stroke_class === 2", timeout=30_000)
+    await page.wait_for_function(f"({BRUSH_JS})().stroke_class === 2", timeout=300_000)
     await drag(page, frame, [(size // 2 - m, size // 2), (size // 2 + m, size // 2)], size)
     released = time.monotonic()
     step = max(1, -(-size // 1600))
@@ -171,15 +175,29 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
+def slow_callbacks(log: Path, top: int = 12) -> None:
+    """The callbacks asyncio's debug mode reported holding the loop, longest first."""
+    import re
+
+    found = re.findall(r"Executing (.+?) took ([0-9.]+) seconds", log.read_text())
+    found.sort(key=lambda f: -float(f[1]))
+    print(f"callbacks holding the event loop > 100 ms: {len(found)}")
+    for what, seconds in found[:top]:
+        print(f"  {float(seconds):6.2f} s  {what[:160]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--cycles", type=int, default=30)
+    parser.add_argument("--debug-loop", action="store_true",
+                        help="run the server in asyncio debug mode and list the callbacks "
+                             "that held its event loop longest")
     args = parser.parse_args()
     port = free_port()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"segdash-serve-load-{port}.log"
-    proc = start(port, log)
+    proc = start(port, log, args.debug_loop)
     url = f"http://127.0.0.1:{port}/"
     try:
         print(f"load average before: {os.getloadavg()[0]:.2f}")
@@ -206,6 +224,8 @@ def main() -> None:
         after = rss_mb(proc.pid)
         print(f"soak: {args.cycles} sessions opened and closed: server RSS {before:.0f} MB "
               f"-> {after:.0f} MB ({after - before:+.0f} MB)")
+        if args.debug_loop:
+            slow_callbacks(log)
     finally:
         proc.terminate()
         try:

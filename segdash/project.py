@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from .codes import Quantizer, channel_range
 from .contract import drop_alpha, image_channels, prepare_image
 from .errors import ImageError, ProjectConflictError, ProjectError
 from .io.naming import is_image_name
-from .io.read import read_image, sniff_format
+from .io.read import read_image, read_untrusted, sniff_format
 from .io.sources import open_source
 from .model import (
     SegmentationModel,
@@ -537,11 +538,16 @@ class Project:
             self.save()
         return img
 
-    def add_upload(self, data: bytes, filename: str) -> ProjectImage:
+    def add_upload(self, data: bytes | Path, filename: str,
+                   memory_bytes: int | None = None) -> ProjectImage:
         """Store an uploaded image in the project's ``segdash-uploads`` folder and add it.
 
         The file is decoded first (a file that is not an image is refused before anything
         is stored) and named after its content's fingerprint and a sanitised ``filename``.
+        An upload received on disk (a path) is decoded in a sandboxed child
+        (:func:`segdash.io.read.read_untrusted`, ``memory_bytes`` its memory limit), so a
+        hostile file costs the child only; the stored copy is the same bytes (its
+        fingerprint is checked whenever it is read again).
 
         Raises
         ------
@@ -551,6 +557,8 @@ class Project:
             The folder cannot be written.
         """
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).name).strip("._") or "image"
+        if isinstance(data, Path):
+            return self._add_upload_file(data, name, memory_bytes)
         try:
             read_image(data)
         except ImageError as exc:
@@ -564,6 +572,38 @@ class Project:
             folder.mkdir(exist_ok=True)
             if not target.exists():
                 write_atomic(target, data)
+        except OSError as exc:
+            raise ProjectError(
+                f"cannot store the upload {name} in {folder}: {exc.strerror or exc}"
+            ) from exc
+        return self.add_image(target)
+
+    def _add_upload_file(self, path: Path, name: str, memory_bytes: int | None
+                         ) -> ProjectImage:
+        check = path.with_name(path.name + ".check.npy")
+        try:
+            read_untrusted(path, check, name, memory_bytes=memory_bytes)  # checked, dropped
+        finally:
+            check.unlink(missing_ok=True)
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            fh.seek(0)
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        if not is_image_name(name):
+            name += {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif"}[sniff_format(head)]
+        folder = self.root / UPLOADS
+        target = folder / f"{digest.hexdigest()[:12]}-{name}"
+        try:
+            folder.mkdir(exist_ok=True)
+            if not target.exists():
+                part = target.with_name(f".{target.name}.{os.getpid()}.part")
+                try:
+                    shutil.copyfile(path, part)
+                    os.replace(part, target)
+                finally:
+                    part.unlink(missing_ok=True)
         except OSError as exc:
             raise ProjectError(
                 f"cannot store the upload {name} in {folder}: {exc.strerror or exc}"

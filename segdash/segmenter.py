@@ -6,9 +6,12 @@ renders it and watches its output parameters; tests and notebooks drive it direc
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +24,7 @@ from .contract import hook, image_channels, prepare_image, settings_of
 from .errors import ImageError, ProjectError, SegdashError
 from .io.naming import result_name
 from .io.pyramid import Pyramid, default_downsample
-from .io.read import read_image
+from .io.read import read_image, read_untrusted
 from .io.render import display_range, overlay_rgb, to_display_rgb
 from .io.write import encode, write_labels, write_png
 from .model import (
@@ -230,6 +233,47 @@ class Segmenter(param.Parameterized):
             image = read_image(data)
         except ImageError as exc:
             raise ImageError(str(exc).replace("upload:", f"{filename}:", 1)) from exc
+        self.set_image(image, filename)
+
+    def open_upload(self, path: str | Path, filename: str, workdir: str | Path) -> None:
+        """Open an uploaded image file (received on disk), decoded outside this process.
+
+        The decoder runs in a sandboxed child (:func:`segdash.io.read.read_untrusted`,
+        with this session's memory budget as its memory limit) and writes the pixels to a
+        file in ``workdir`` that the session maps: the image is not held in memory whole,
+        and a file that crashes or exhausts the decoder only costs the child. In a project,
+        the file is stored in the project's uploads folder and added (checked the same way).
+
+        Parameters
+        ----------
+        path : path
+            The received file.
+        filename : str
+            Its name on the user's machine (names the image and its results).
+        workdir : path
+            A private folder for the decoded pixels (a session's upload folder).
+
+        Raises
+        ------
+        ImageError
+            Not a readable image, or too large for the limits (the message names
+            ``filename``).
+        """
+        path = Path(path)
+        if self.project is not None and self.project.file is not None:
+            entry = self.project.add_upload(path, filename, memory_bytes=self.memory_limit)
+            self.project_changes += 1
+            self.select(self.project.images.index(entry))
+            return
+        fd, name = tempfile.mkstemp(suffix=".npy", dir=workdir)
+        os.close(fd)
+        target = Path(name)
+        try:
+            image = read_untrusted(path, target, filename, memory_bytes=self.memory_limit)
+        finally:
+            # Mapped pixels stay readable after the unlink; the disk space is freed when
+            # the image is dropped (a new image, or the session's end).
+            target.unlink(missing_ok=True)
         self.set_image(image, filename)
 
     # -- projects ---------------------------------------------------------------------

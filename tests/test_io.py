@@ -97,3 +97,72 @@ def test_decoding_errors_do_not_show_python_object_reprs():
         read_image(broken)
     assert "BytesIO" not in str(info.value) and "0x" not in str(info.value)
     assert str(info.value).startswith("upload: cannot decode this PNG file")
+
+
+# -- untrusted files: decoded in a sandboxed child, pixels mapped from a .npy ----------
+
+
+def test_an_untrusted_file_is_decoded_outside_and_mapped_read_only(tmp_path):
+    from segdash.io.read import read_untrusted
+
+    rgb = (np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)
+    src = tmp_path / "upload.part"
+    src.write_bytes(_png(rgb))
+    arr = read_untrusted(src, tmp_path / "pixels.npy", "scan.png")
+    np.testing.assert_array_equal(arr, rgb)
+    assert isinstance(arr, np.memmap) and not arr.flags.writeable
+    stack = np.stack([np.full((20, 30), i, np.uint16) for i in range(3)])
+    tifffile.imwrite(src, stack, photometric="minisblack")  # a stack, read in place
+    assert read_untrusted(src, tmp_path / "t.npy", "s.tif").tolist() == stack[0].tolist()
+
+
+def test_an_untrusted_file_that_is_not_an_image_is_refused_under_its_users_name(tmp_path):
+    from segdash.io.read import read_untrusted
+
+    src = tmp_path / "tmp123.part"
+    src.write_bytes(b"<html>not an image</html>")
+    with pytest.raises(ImageError, match=r"^notes\.png: not a PNG, JPEG or TIFF"):
+        read_untrusted(src, tmp_path / "x.npy", "notes.png")
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_a_decompression_bomb_exhausts_only_the_decoders_memory(tmp_path):
+    import zlib
+
+    from segdash.io.read import read_untrusted
+
+    # 8000x8000 RGB (192 MB decoded, 256 MB as Pillow holds it) in a 0.2 MB file
+    rows = zlib.compress(bytes(1 + 3 * 8000) * 8000, 9)
+    src = tmp_path / "bomb.part"
+    src.write_bytes(_png_header(8000, 8000) + _png_chunk(b"IDAT", rows)
+                    + _png_chunk(b"IEND", b""))
+    assert src.stat().st_size < 500_000
+    with pytest.raises(ImageError, match=r"^bomb\.png: decoding needs more memory than the "
+                                         r"limit of 0\.1 GB"):
+        read_untrusted(src, tmp_path / "x.npy", "bomb.png", memory_bytes=100_000_000)
+
+
+def test_a_decoder_running_past_its_time_is_stopped(tmp_path):
+    from segdash.io.read import read_untrusted
+
+    noise = (np.random.default_rng(0).random((3000, 3000, 3)) * 255).astype(np.uint8)
+    src = tmp_path / "slow.part"
+    src.write_bytes(_png(noise))
+    with pytest.raises(ImageError, match=r"^slow\.png: the image decoder took longer than "
+                                         r"0\.05 s and was stopped"):
+        read_untrusted(src, tmp_path / "x.npy", "slow.png", seconds=0.05)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return (struct.pack(">I", len(body)) + kind + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+
+def _png_header(width: int, height: int) -> bytes:
+    import struct
+
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(
+        b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))

@@ -133,8 +133,23 @@ def test_serve_help_lists_panels_options_and_segdashs():
                          capture_output=True, text=True).stdout
     for option in ("--basic-auth", "--cookie-secret", "--oauth-provider", "--num-procs",
                    "--prefix", "--admin", "--unused-session-lifetime", "--session-ids",
-                   "--session-memory-gb", "--job-time-limit", "--num-threads"):
+                   "--session-memory-gb", "--job-time-limit", "--num-threads",
+                   "--max-upload-gb", "--upload-dir"):
         assert option in out, option
+
+
+def test_a_websocket_limit_below_an_upload_chunk_is_refused_at_start():
+    done = subprocess.run([sys.executable, "-m", "segdash.cli", "serve",
+                           "--websocket-max-message-size", "5000000", "--port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "--websocket-max-message-size must be at least 11000000 bytes" in done.stderr
+
+
+def test_max_upload_gb_must_be_positive():
+    done = subprocess.run([sys.executable, "-m", "segdash.cli", "serve", "--max-upload-gb",
+                           "0"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "must be more than 0" in done.stderr
 
 
 def test_the_app_file_is_shipped_in_the_package_and_prints_its_path():

@@ -129,8 +129,18 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def upload(widget, data: bytes, filename: str) -> None:
-    widget.param.update(filename=filename, value=data)
+def upload(widget, data: bytes, filename: str, chunk: int | None = None,
+           chunks: int | None = None) -> None:
+    """Send ``data`` to an upload widget as the browser does: numbered chunks, in order
+    (only the first ``chunks`` of them if given)."""
+    from types import SimpleNamespace
+
+    size = chunk or widget.chunk_size
+    total = -(-(len(data) + 1) // size)  # as FilePond counts: an empty file is one chunk
+    for i in range(total if chunks is None else chunks):
+        widget._process_event(SimpleNamespace(event_name="upload_event", data={
+            "chunk": i + 1, "total_chunks": total, "name": filename, "type": "",
+            "data": data[i * size:(i + 1) * size]}))
 
 
 # -- display helpers -------------------------------------------------------------------
@@ -338,22 +348,54 @@ def rendered_text(markdown: str) -> str:
 def test_image_upload_accepts_the_image_endings_segdash_reads(app):
     from segdash.io.naming import IMAGE_SUFFIXES
 
-    assert app.cards.image.upload.accept == IMAGE_ACCEPT == ",".join(IMAGE_SUFFIXES)
+    assert app.cards.image.upload.accepted_filetypes == list(IMAGE_SUFFIXES)
+    assert IMAGE_ACCEPT == ",".join(IMAGE_SUFFIXES)
     assert {Path(n).suffix.lower() for n in sample_names()} <= set(IMAGE_SUFFIXES)
 
 
-def test_too_large_uploads_are_refused_on_the_server(app, monkeypatch):
-    import segdash.ui.cards.base as base
+def test_an_upload_streams_to_a_file_in_the_sessions_folder_and_opens(app):
+    rng = np.random.default_rng(1)
+    image = (rng.random((300, 200, 3)) * 255).astype(np.uint8)
+    data = png_bytes(image)
+    widget = app.cards.image.upload
+    folder = app.uploads.path
+    widget.chunk_size = 400
+    upload(widget, data, "scan.png", chunks=3)  # not finished: nothing opened yet
+    parts = list(folder.glob("*.part"))
+    assert len(parts) == 1 and parts[0].stat().st_size == 1200
+    widget.chunk_size = 4096
+    upload(widget, data, "scan.png")  # a new file replaces the unfinished one
+    assert app.wait_idle(60) and not app.errors
+    np.testing.assert_array_equal(app.segmenter.image, image)
+    assert app.segmenter.image_name == "scan.png"
+    assert widget.value == {}  # Panel's in-memory copy is never made
+    assert list(folder.iterdir()) == []  # the upload and the decoded pixels are unlinked
+    app.close()
+    assert not folder.exists()
 
-    monkeypatch.setattr(base, "MAX_UPLOAD_BYTES", 100)
+
+def test_an_upload_over_the_limit_is_refused_as_it_arrives_and_the_session_goes_on(app):
+    widget = app.cards.image.upload
+    widget.max_bytes = 1500
+    assert widget.max_file_size == "1KB"  # what the browser checks before sending
     before = app.segmenter.image
-    noise = (np.random.default_rng(0).random((30, 20)) * 255).astype(np.uint8)
-    upload(app.cards.image.upload, png_bytes(noise), "big.png")  # 600 bytes and more
+    noise = (np.random.default_rng(0).random((60, 40)) * 255).astype(np.uint8)
+    # a client skipping the browser's check, sending chunks smaller than it announced
+    widget.chunk_size = 1000
+    upload(widget, png_bytes(noise), "big.png", chunk=500)
     assert app.wait_idle(10)
     assert app.segmenter.image is before
-    assert "big.png: file too large" in app.errors[-1] and "limit is 100 bytes" in app.errors[-1]
-    assert app.cards.image.upload.value is None  # the widget keeps no copy
-    assert MAX_UPLOAD_BYTES == 200_000_000
+    assert app.errors[-1] == "big.png: upload refused: the file is larger than the limit of " \
+                             "1.5 KB"
+    assert list(app.uploads.path.iterdir()) == []
+    # declared too large in its first chunk: refused before more arrives
+    widget._process_event(type("E", (), {"event_name": "upload_event", "data": {
+        "chunk": 1, "total_chunks": 3, "name": "huge.png", "type": "", "data": b"x"}})())
+    assert "huge.png: upload refused" in app.errors[-1]
+    widget.max_bytes = 10_000
+    upload(widget, png_bytes(noise[:20]), "small.png")
+    assert app.wait_idle(30) and app.segmenter.image_name == "small.png"
+    assert MAX_UPLOAD_BYTES == 2_000_000_000
 
 
 def test_browser_strokes_become_segmenter_strokes_in_image_pixels(app):

@@ -5,7 +5,7 @@ full resolution and each next level coarser. Every level is an array-like of sha
 ``(h, w, C)`` whose indexing by row and column slices reads only that region:
 
 - tiled or pyramidal TIFF and OME-TIFF: tifffile's series levels through its zarr store
-  (:class:`~segdash.io.sources.TiffPlane`), its axes read by
+  (:class:`~segdash.io.read.TiffPlane`), its axes read by
   :class:`~segdash.io.read.TiffLayout`;
 - OME-Zarr: the ``multiscales`` datasets named in the group's metadata, read with ``zarr``;
 - PNG and JPEG (and small TIFFs): read whole, their levels made in memory.
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError
-from .read import TiffLayout, read_image, sniff_format
+from .read import TiffLayout, TiffPlane, read_image, sniff_format
 
 #: Levels are added until the coarsest fits in this many pixels on its longer side.
 MIN_LEVEL_SIDE = 256
@@ -400,7 +400,6 @@ def _stamp(path: Path) -> tuple[int, int]:
 def _open_tiff_pyramid(path: Path) -> Pyramid:
     import tifffile
 
-    from .sources import TiffPlane
 
     try:
         with tifffile.TiffFile(path) as tif:

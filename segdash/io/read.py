@@ -5,10 +5,17 @@ pixel limit checked from the header before any pixel is decoded. PNG and JPEG go
 Pillow restricted to those formats; TIFF through tifffile (16-bit, float, multi-channel),
 its axes interpreted by :class:`TiffLayout` (also used by the lazy readers of
 :mod:`segdash.io.sources`).
+
+Files from untrusted people (uploads to a server) go through :func:`read_untrusted`: the
+decoders (zlib, libpng, libjpeg, tifffile's codecs) run in a sandboxed child process
+(:func:`segdash.sandbox.run_isolated`) with memory and time limits, which writes the pixels
+to a ``.npy`` file; the server maps that file (numpy parses its short header in Python) and
+never runs a native decoder on the upload's bytes.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import warnings
@@ -20,6 +27,7 @@ import numpy as np
 
 from ..contract import drop_alpha, image_channels
 from ..errors import ImageError
+from ..sandbox import IsolatedFailure, Limits, run_isolated
 
 #: Largest image read into memory, in pixels (height x width). Larger slides go through
 #: the tiled batch path.
@@ -45,7 +53,10 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
-def _as_bytes(source: str | Path | bytes | IO[bytes]) -> tuple[bytes, str]:
+def _as_bytes(source: str | Path | bytes | IO[bytes], tiff_by_path: bool = False
+              ) -> tuple[bytes | Path, str]:
+    """The content of ``source`` and its name; with ``tiff_by_path``, a TIFF file given by
+    its path comes back as that path (tifffile reads it in place)."""
     if isinstance(source, bytes | bytearray | memoryview):
         data = bytes(source)
         name = "upload"
@@ -57,6 +68,10 @@ def _as_bytes(source: str | Path | bytes | IO[bytes]) -> tuple[bytes, str]:
             raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
         if size > MAX_FILE_BYTES:
             raise ImageError(f"{path.name}: file too large ({size} bytes)")
+        if tiff_by_path and size:
+            with open(path, "rb") as fh:
+                if sniff_format(fh.read(8)) == "TIFF":
+                    return path, path.name
         data = path.read_bytes()
         name = path.name
     else:
@@ -111,7 +126,7 @@ def _read_pil(data: bytes, name: str, fmt: str, max_pixels: int) -> np.ndarray:
                 elif mode == "1":
                     im = im.convert("L")
                 arr = np.asarray(im)
-    except ImageError:
+    except (ImageError, MemoryError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{name}: refused as a decompression bomb ({exc})") from exc
@@ -224,11 +239,12 @@ class TiffLayout:
         return out.reshape(out.shape[0], out.shape[1], -1)
 
 
-def _read_tiff(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+def _read_tiff(data: bytes | Path, name: str, max_pixels: int) -> np.ndarray:
     import tifffile
 
     try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        # A path is read by tifffile as it needs (no copy of the whole file in memory).
+        with tifffile.TiffFile(data if isinstance(data, Path) else io.BytesIO(data)) as tif:
             series = tif.series[0]
             layout = TiffLayout.of(series.axes, series.shape, name)
             _check_pixels(name, layout.height, layout.width, max_pixels)
@@ -243,7 +259,7 @@ def _read_tiff(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             else:
                 arr = series.asarray()[first]
             arr = layout.to_yxc(arr)
-    except ImageError:
+    except (ImageError, MemoryError):
         raise
     except Exception as exc:
         raise ImageError(f"{name}: cannot decode this TIFF file ({_reason(exc)})") from exc
@@ -276,8 +292,8 @@ def read_image(
     ImageError
         Unsupported format, damaged file, or too many pixels (the message names the file).
     """
-    data, name = _as_bytes(source)
-    fmt = sniff_format(data[:8])
+    data, name = _as_bytes(source, tiff_by_path=True)
+    fmt = "TIFF" if isinstance(data, Path) else sniff_format(data[:8])
     if fmt is None:
         raise ImageError(
             f"{name}: not a PNG, JPEG or TIFF image (unrecognised content)"
@@ -293,3 +309,157 @@ def read_image(
     except ImageError as exc:
         raise ImageError(f"{name}: {exc}") from exc
     return arr
+
+
+#: Memory a decoding child may use when the caller gives no budget, bytes.
+DECODE_MEMORY_BYTES = 4_000_000_000
+#: Wall-clock seconds a decoding child may run when the caller gives no limit.
+DECODE_SECONDS = 300.0
+#: What the sandbox helper imports once, so each decoding child starts warm.
+_DECODE_PRELOAD = ("numpy", "PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlugin",
+                   "tifffile", "segdash.io.read")
+
+
+def _decode_to_npy(payload: bytes) -> dict:
+    """In the sandboxed child: decode the file named in ``payload`` (JSON: ``source``,
+    ``target``, ``max_pixels``) and write its pixels to ``target`` as ``.npy``."""
+    import json
+
+    job = json.loads(payload)
+    arr = read_image(job["source"], max_pixels=int(job["max_pixels"]))
+    np.save(job["target"], arr, allow_pickle=False)
+    return {"shape": list(arr.shape), "dtype": arr.dtype.str}
+
+
+def read_untrusted(path: str | Path, out: str | Path, name: str | None = None,
+                   memory_bytes: int | None = None, seconds: float | None = None,
+                   max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode an untrusted image file outside this process; its pixels, memory-mapped.
+
+    Parameters
+    ----------
+    path : path
+        The file (an upload). Its name is not trusted: the format comes from its content.
+    out : path
+        A ``.npy`` file to write the pixels to (the caller removes it when done; the
+        returned array maps it, and stays valid after it is unlinked).
+    name : str, optional
+        The file's name in messages (default: ``path``'s name).
+    memory_bytes : int, optional
+        Memory the decoder may use (default :data:`DECODE_MEMORY_BYTES`).
+    seconds : float, optional
+        Wall-clock time the decoder may take (default :data:`DECODE_SECONDS`).
+    max_pixels : int
+        Refuse images with more pixels than this (checked from the header).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` or ``(H, W, C)``, read-only, backed by ``out`` (pages are read from
+        disk as they are used), as :func:`read_image` would return it.
+
+    Raises
+    ------
+    ImageError
+        Not a readable image, too large, or the decoder failed, ran out of memory or time,
+        or crashed (the message says which; the server is unaffected).
+    """
+    import json
+
+    path, out = Path(path), Path(out)
+    name = name or path.name
+    memory = int(memory_bytes or DECODE_MEMORY_BYTES)
+    wall = float(seconds or DECODE_SECONDS)
+    limits = Limits(memory_bytes=memory, cpu_seconds=max(1, int(wall)), wall_seconds=wall)
+    job = json.dumps({"source": str(path), "target": str(out), "max_pixels": max_pixels})
+    try:
+        reply = run_isolated("segdash.io.read:_decode_to_npy", job.encode(), limits,
+                             preload=_DECODE_PRELOAD)
+    except IsolatedFailure as exc:
+        out.unlink(missing_ok=True)
+        raise ImageError(f"{name}: the image decoder {exc}; the file was not opened "
+                         f"(decoding may use {memory / 1e9:.3g} GB and {wall:g} s)") from exc
+    if not reply["ok"]:
+        out.unlink(missing_ok=True)
+        message = str(reply.get("message") or reply.get("error"))
+        if "MemoryError" in str(reply.get("error")):
+            message = (f"{path.name}: decoding needs more memory than the limit of "
+                       f"{memory / 1e9:.3g} GB")
+        # the child named the file by its path on disk: give the user's name instead
+        raise ImageError(message.replace(path.name, name))
+    return _map_decoded(out, reply["result"], name)
+
+
+def _map_decoded(out: Path, expected: Any, name: str) -> np.ndarray:
+    """The child's ``.npy``, mapped read-only, checked against what the child said it wrote
+    (the child handled hostile bytes: its file is checked like any input)."""
+    try:
+        arr = np.load(out, mmap_mode="r", allow_pickle=False)
+        shape, dtype = tuple(int(n) for n in expected["shape"]), np.dtype(expected["dtype"])
+    except Exception as exc:
+        raise ImageError(f"{name}: the decoder's output could not be read ({exc})") from exc
+    if arr.shape != shape or arr.dtype != dtype or arr.dtype.kind not in "uifb" \
+            or arr.ndim not in (2, 3):
+        raise ImageError(f"{name}: the decoder's output is not the image it reported")
+    try:
+        image_channels(arr)
+    except ImageError as exc:
+        raise ImageError(f"{name}: {exc}") from exc
+    return arr
+
+
+@functools.lru_cache(maxsize=16)
+def _open_tiff(path: str, series: int, stamp: tuple[int, int],
+               level: int = 0) -> tuple[Any, Any]:
+    """An open TIFF series (pyramid ``level``) as an array-like (memory map or zarr array),
+    cached per process.
+
+    ``stamp`` (modification time, size) is part of the key so a rewritten file is reopened.
+    Returns the TiffFile too, to keep its file handle alive with the cached reader.
+    """
+    import tifffile
+
+    tif = tifffile.TiffFile(path)
+    if level == 0:
+        try:
+            reader = tifffile.memmap(path, series=series, mode="r")
+            return tif, reader
+        except Exception:  # compressed, tiled, non-native byte order...: decode region-wise
+            pass
+    import zarr
+
+    reader = zarr.open_array(tif.series[series].aszarr(level=level), mode="r")
+    return tif, reader
+
+
+@dataclass(frozen=True)
+class TiffPlane:
+    """One plane of a TIFF series as a read-only ``(H, W, C)`` array-like.
+
+    Indexing reads only the requested region (see :func:`_open_tiff`); instances hold no
+    open file, so they pickle to Dask workers, which must see the file at the same path.
+    """
+
+    path: str
+    series: int
+    layout: TiffLayout
+    frame: tuple[int, ...]
+    dtype: np.dtype
+    stamp: tuple[int, int]
+    #: Pyramid level of the series (0: full resolution).
+    level: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.layout.height, self.layout.width, self.layout.channels
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        key = tuple(key) + (slice(None),) * (3 - len(key))
+        _, reader = _open_tiff(self.path, self.series, self.stamp, self.level)
+        region = np.asarray(reader[self.layout.selection(key[0], key[1], self.frame)])
+        plane = self.layout.to_yxc(region)
+        return np.ascontiguousarray(plane[:, :, key[2]], dtype=self.dtype)

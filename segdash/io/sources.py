@@ -11,7 +11,6 @@ plane of its own (:class:`~segdash.io.read.TiffLayout`).
 
 from __future__ import annotations
 
-import functools
 import glob
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import numpy as np
 
 from ..errors import ImageError
 from .naming import is_image_name
-from .read import TiffLayout, read_image, sniff_format
+from .read import TiffLayout, TiffPlane, read_image, sniff_format
 
 # -- finding inputs ------------------------------------------------------------------------
 
@@ -92,63 +91,6 @@ def _glob(pattern: str) -> list[Path]:
 
 
 # -- lazy TIFF planes ----------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=16)
-def _open_tiff(path: str, series: int, stamp: tuple[int, int],
-               level: int = 0) -> tuple[Any, Any]:
-    """An open TIFF series (pyramid ``level``) as an array-like (memory map or zarr array),
-    cached per process.
-
-    ``stamp`` (modification time, size) is part of the key so a rewritten file is reopened.
-    Returns the TiffFile too, to keep its file handle alive with the cached reader.
-    """
-    import tifffile
-
-    tif = tifffile.TiffFile(path)
-    if level == 0:
-        try:
-            reader = tifffile.memmap(path, series=series, mode="r")
-            return tif, reader
-        except Exception:  # compressed, tiled, non-native byte order...: decode region-wise
-            pass
-    import zarr
-
-    reader = zarr.open_array(tif.series[series].aszarr(level=level), mode="r")
-    return tif, reader
-
-
-@dataclass(frozen=True)
-class TiffPlane:
-    """One plane of a TIFF series as a read-only ``(H, W, C)`` array-like.
-
-    Indexing reads only the requested region (see :func:`_open_tiff`); instances hold no
-    open file, so they pickle to Dask workers, which must see the file at the same path.
-    """
-
-    path: str
-    series: int
-    layout: TiffLayout
-    frame: tuple[int, ...]
-    dtype: np.dtype
-    stamp: tuple[int, int]
-    #: Pyramid level of the series (0: full resolution).
-    level: int = 0
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self.layout.height, self.layout.width, self.layout.channels
-
-    @property
-    def ndim(self) -> int:
-        return 3
-
-    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
-        key = tuple(key) + (slice(None),) * (3 - len(key))
-        _, reader = _open_tiff(self.path, self.series, self.stamp, self.level)
-        region = np.asarray(reader[self.layout.selection(key[0], key[1], self.frame)])
-        plane = self.layout.to_yxc(region)
-        return np.ascontiguousarray(plane[:, :, key[2]], dtype=self.dtype)
-
 
 # -- image sources -------------------------------------------------------------------------
 

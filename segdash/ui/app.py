@@ -33,6 +33,7 @@ from .canvas import Brush, Canvas
 from .cards import CardContext, Cards
 from .display import html_text, markdown_text
 from .samples import DEFAULT_SAMPLE, load_sample
+from .upload import DEFAULT_MAX_UPLOAD_GB, UploadFolder
 from .worker import ComputePool, JobAbandoned, SessionBlocked, SessionWorker
 
 log = logging.getLogger("segdash.ui")
@@ -68,6 +69,11 @@ class SegdashApp(pn.viewable.Viewer):
     cache_limit : int, optional
         Bytes of a large image's tile cache (default
         :data:`segdash.segmenter.DEFAULT_CACHE_BYTES`).
+    max_upload_bytes : int, optional
+        Largest upload accepted (default ``DEFAULT_MAX_UPLOAD_GB``).
+    upload_root : path, optional
+        Where the session's private upload folder is made (default: the system's
+        temporary folder); the folder is removed when the session ends.
     """
 
     #: Segmenter parameters the page shows outside the cards and the plot: the busy
@@ -78,6 +84,7 @@ class SegdashApp(pn.viewable.Viewer):
                  project: Project | None = None, scheduler: str | None = None,
                  memory_limit: int | None = None, pool: ComputePool | None = None,
                  source: Pyramid | None = None, cache_limit: int | None = None,
+                 max_upload_bytes: int | None = None, upload_root: str | None = None,
                  **params: Any) -> None:
         super().__init__(**params)
         if image is None and project is None and source is None:
@@ -112,9 +119,12 @@ class SegdashApp(pn.viewable.Viewer):
             self.segmenter.set_image(image, image_name)
             self.segmenter.error = opened_error
         self._build_messages()
+        #: The session's private folder for uploads (removed by :meth:`close`).
+        self.uploads = UploadFolder(upload_root)
         self.cards = Cards.build(CardContext(
             segmenter=self.segmenter, worker=self.worker, report=self.report,
-            clear_error=self._clear_error, on_ui=self._on_ui))
+            clear_error=self._clear_error, on_ui=self._on_ui, uploads=self.uploads,
+            max_upload_bytes=int(max_upload_bytes or DEFAULT_MAX_UPLOAD_GB * 1e9)))
         self.cards.apply.scheduler = scheduler
         self.canvas = Canvas(self.segmenter, self._brush, self.cards.results.overlay_view,
                              self.report)
@@ -270,3 +280,6 @@ class SegdashApp(pn.viewable.Viewer):
         self.segmenter.run_training = lambda job: None
         self.segmenter.release()
         self.canvas.pane.object = None
+        for card in self.cards:
+            card.close_uploads()
+        self.uploads.close()  # after release: the image mapped from it is gone

@@ -14,6 +14,6 @@ import sys
 if __name__ == "__main__":  # python -m segdash.ui.panel_app: where this file is
     print(__file__)
 elif __name__.startswith("bokeh_app_"):  # run by panel serve / segdash serve, per session
-    from segdash.ui.serve import app_options, create_session
+    from segdash.ui.serve import serve_page
 
-    create_session(app_options(sys.argv[1:])).servable(title="segdash")
+    serve_page(sys.argv[1:])

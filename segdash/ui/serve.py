@@ -7,7 +7,8 @@ every ``panel serve`` option works (``--basic-auth``, ``--cookie-secret``,
 ``--oauth-provider``, ``--num-procs``, ``--prefix``, ``--admin``,
 ``--unused-session-lifetime``, ...), plus segdash's own (an image, or images and folders
 opened as a project with ``--project``, ``--scheduler``, ``--num-threads``,
-``--session-memory-gb``, ``--job-time-limit``), and it changes three defaults:
+``--session-memory-gb``, ``--job-time-limit``, ``--max-upload-gb``, ``--upload-dir``), and
+it changes three defaults:
 
 - session ids are signed (``--session-ids signed``) with ``BOKEH_SECRET_KEY``, or a key
   generated at start, so a browser cannot choose (and so join) another session's id;
@@ -15,17 +16,26 @@ opened as a project with ``--project``, ``--scheduler``, ``--num-threads``,
   (``--allow-websocket-origin``, default this machine), as Bokeh already requires of the
   ``Origin``: a page served from another name that resolves here (DNS rebinding) is
   refused;
-- uploads up to :data:`WEBSOCKET_MAX_MESSAGE_BYTES` pass the websocket.
+- websocket messages are bounded by :data:`WEBSOCKET_MAX_MESSAGE_BYTES` (uploads arrive in
+  chunks of :data:`~segdash.ui.upload.CHUNK_BYTES`, each a message of its own, streamed
+  to disk: the file size limit is ``--max-upload-gb``, checked in the browser before
+  anything is sent).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
+import hashlib
 import logging
 import os
+import re
 import sys
+import threading
+import weakref
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,18 +45,23 @@ import numpy as np
 from ..errors import ProjectError, SegdashError
 from ..io.pyramid import LARGE_PIXELS, Pyramid, is_zarr, open_large, pyramid_of
 from ..io.read import read_image
-from ..project import Project, locate
+from ..project import Project, locate, write_atomic
+from .upload import DEFAULT_MAX_UPLOAD_GB
 
 log = logging.getLogger("segdash.ui")
 
 #: The Panel app file: ``panel serve`` it, or run ``segdash serve``.
 APP_FILE = str(Path(__file__).with_name("panel_app.py"))
-#: Largest websocket message (bytes): bounds uploads (Bokeh's default is 20 MB).
-WEBSOCKET_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+#: Largest websocket message (bytes): an upload chunk (10 MB) and its framing fit, a
+#: client cannot make the server buffer more than this at once (Bokeh's default is 20 MB).
+WEBSOCKET_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+#: What a chunk's websocket message adds to its bytes (Bokeh's header and event), generously.
+MESSAGE_OVERHEAD_BYTES = 1_000_000
 #: Default memory budget of one session, GB (features of one image and its results).
 DEFAULT_SESSION_MEMORY_GB = 4.0
 #: Default memory of a session's tile cache for a large image, GB.
 DEFAULT_CACHE_GB = 1.0
+
 #: ``panel serve`` options segdash serve does not offer: it serves one file (its own), and
 #: ``--num-threads`` is segdash's compute threads (Panel's dispatches events to threads,
 #: which this app does not need: its event loop never computes).
@@ -75,6 +90,10 @@ class AppOptions:
         Seconds a job may run before it is abandoned (None or 0: no limit).
     cache_gb : float
         Memory of one session's tile cache of a large image (features, results), GB.
+    max_upload_gb : float
+        Largest file a session may upload, GB.
+    upload_dir : str or None
+        Where sessions' upload folders are made (default: the system's temporary folder).
     """
 
     images: tuple[str, ...] = ()
@@ -84,6 +103,8 @@ class AppOptions:
     session_memory_gb: float | None = DEFAULT_SESSION_MEMORY_GB
     job_time_limit: float | None = None
     cache_gb: float = DEFAULT_CACHE_GB
+    max_upload_gb: float = DEFAULT_MAX_UPLOAD_GB
+    upload_dir: str | None = None
 
     @property
     def image(self) -> str | None:
@@ -135,12 +156,19 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--job-time-limit", type=float, default=DEFAULT_TIME_LIMIT,
                         help="seconds a computation may run before it is abandoned "
                              f"(default {DEFAULT_TIME_LIMIT:g}; 0: none)")
+    parser.add_argument("--max-upload-gb", type=_positive, default=DEFAULT_MAX_UPLOAD_GB,
+                        help="largest file a user may upload, GB; larger files are refused "
+                             f"before they are sent (default {DEFAULT_MAX_UPLOAD_GB:g})")
+    parser.add_argument("--upload-dir", default=None,
+                        help="folder where uploads are received, one private folder per "
+                             "session removed when it ends (default: the system's temporary "
+                             "folder, $TMPDIR; give a disk, not a RAM disk, for large files)")
 
 
 def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
     return value
 
 
@@ -150,7 +178,8 @@ def app_options(argv: Sequence[str]) -> AppOptions:
     add_app_arguments(parser)
     ns = parser.parse_args(list(argv))
     return AppOptions(tuple(ns.image), ns.project, ns.scheduler, ns.num_threads,
-                      ns.session_memory_gb, ns.job_time_limit or None, ns.cache_gb)
+                      ns.session_memory_gb, ns.job_time_limit or None, ns.cache_gb,
+                      ns.max_upload_gb, ns.upload_dir)
 
 
 @functools.lru_cache(maxsize=4)
@@ -194,7 +223,10 @@ def create_session(options: AppOptions = AppOptions()) -> Any:
     """Build the page of one browser session (its own Segmenter) and free it at the end.
 
     In a project, the session opens the project as the file holds it now (a reloaded page
-    or a restarted server finds every stroke again)."""
+    or a restarted server finds every stroke again). A logged-in user (``pn.state.user``,
+    with ``--basic-auth`` or ``--oauth-provider``) works in a project file of their own
+    (:func:`user_project_file`), a copy of the shared one at their first visit: users do not
+    see or change each other's strokes. Without login every visitor shares the one project."""
     import panel as pn
     from bokeh.core.validation import silence
     from bokeh.core.validation.warnings import FIXED_SIZING_MODE
@@ -209,7 +241,12 @@ def create_session(options: AppOptions = AppOptions()) -> Any:
     pool = shared_pool(options.num_threads, options.job_time_limit)  # first call sets it up
     image = name = project = None
     if options.is_project:
-        project_file, root = project_location(options.images, options.project)
+        shared, root = project_location(options.images, options.project)
+        project_file = shared
+        if pn.state.user:  # logged in: the user's own project, started from the shared one
+            project_file = user_project_file(shared, pn.state.user)
+            if not project_file.exists() and shared.exists():
+                write_atomic(project_file, shared.read_bytes())
         project = Project.open(project_file, root=root)
     elif options.image is not None:
         image, name = shared_image(options.image), Path(options.image).name
@@ -217,10 +254,80 @@ def create_session(options: AppOptions = AppOptions()) -> Any:
     app = SegdashApp(image=None if source is not None else image, image_name=name,
                      project=project, scheduler=options.scheduler,
                      memory_limit=options.memory_limit, pool=pool, source=source,
-                     cache_limit=options.cache_limit)
+                     cache_limit=options.cache_limit,
+                     max_upload_bytes=int(options.max_upload_gb * 1e9),
+                     upload_root=options.upload_dir)
     pn.state.on_session_destroyed(lambda context: app.close())
     log.info("session opened%s", f" for {pn.state.user}" if pn.state.user else "")
     return app.template()
+
+
+def user_project_file(shared: Path, user: str) -> Path:
+    """The project file of logged-in ``user``, beside the shared one ``shared``.
+
+    Named after the user (characters a file name may hold) and a hash of the exact name, so
+    two names that sanitise alike (``"a b"``, ``"a_b"``) never share a file.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", user).strip("._")[:40] or "user"
+    tag = hashlib.sha256(user.encode()).hexdigest()[:8]
+    return shared.with_name(f"{shared.stem}.user-{safe}-{tag}{shared.suffix}")
+
+
+#: Pages built off the event loop, by document, waiting for the app file to claim them.
+_BUILT: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+#: The thread pages are built on (one: builds hold the GIL; the loop keeps its turns).
+_BUILDER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segdash-page")
+
+
+def build_pages_off_the_loop(application: Any, options: AppOptions) -> None:
+    """Build each session's page on a thread of its own before Bokeh runs the app file.
+
+    Bokeh builds a session's document on the server's event loop (the app file runs inside
+    the request that opens the page), and a segdash page is some 240 Bokeh models: 0.5-3.5
+    s each on this machine, during which every other session's messages wait (10 pages
+    opened at once blocked the loop for up to 14 s). Bokeh awaits
+    ``on_session_created`` before it runs the app file; segdash's hook builds the page
+    there, in :data:`_BUILDER`, into the session's still private document, and the app file
+    (:func:`serve_page`) then finds it built.
+    """
+    created = application.on_session_created
+
+    async def on_session_created(session_context: Any) -> None:
+        await created(session_context)
+        doc = session_context._document
+        await asyncio.get_running_loop().run_in_executor(
+            _BUILDER, functools.partial(_build_page, doc, options))
+
+    application.on_session_created = on_session_created
+
+
+def _build_page(doc: Any, options: AppOptions) -> None:
+    import panel as pn
+    from panel.io.state import set_curdoc
+
+    # This thread holds the document while it builds (as Panel's own build claims it for
+    # the loop's thread): Panel then applies changes at once instead of scheduling them.
+    pn.state._thread_id_[doc] = threading.get_ident()
+    with set_curdoc(doc):
+        try:
+            template = create_session(options)
+            template.server_doc(doc, title="segdash")
+        except Exception:  # the app file builds it again, on the loop, and reports
+            log.exception("building a page off the event loop failed")
+            return
+        finally:
+            pn.state._thread_id_.pop(doc, None)  # the loop claims it when it runs the app
+    _BUILT[doc] = template
+
+
+def serve_page(argv: Sequence[str]) -> None:
+    """What the app file does per session: the page built off the loop, else build it now
+    (plain ``panel serve``)."""
+    import panel as pn
+
+    if _BUILT.pop(pn.state.curdoc, None) is not None:
+        return
+    create_session(app_options(argv)).servable(title="segdash")
 
 
 def _exception_handler(exc: BaseException) -> None:
@@ -294,6 +401,13 @@ def serve_command() -> Any:
                                 websocket_max_message_size=WEBSOCKET_MAX_MESSAGE_BYTES)
 
         def invoke(self, args: argparse.Namespace) -> None:
+            from .upload import CHUNK_BYTES
+
+            if args.websocket_max_message_size < CHUNK_BYTES + MESSAGE_OVERHEAD_BYTES:
+                raise SystemExit(
+                    f"segdash serve: --websocket-max-message-size must be at least "
+                    f"{CHUNK_BYTES + MESSAGE_OVERHEAD_BYTES} bytes: uploads arrive in chunks "
+                    f"of {CHUNK_BYTES} bytes, one message each")
             args.files, args.glob = [APP_FILE], False
             args.args = app_argv(args)
             args.num_threads = None  # Panel's: events stay on the event loop
@@ -314,7 +428,9 @@ def serve_command() -> Any:
         def customize_applications(self, args: argparse.Namespace,
                                    applications: dict[str, Any]) -> dict[str, Any]:
             applications = super().customize_applications(args, applications)
-            return {"/": next(iter(applications.values()))}  # the dashboard at the root
+            application = next(iter(applications.values()))
+            build_pages_off_the_loop(application, app_options(args.args))
+            return {"/": application}  # the dashboard at the root
 
         def customize_server(self, server: Any) -> Any:
             # Bokeh keeps its tornado application private; its normalised origin allowlist
@@ -337,7 +453,10 @@ def app_argv(args: argparse.Namespace) -> list[str]:
         out += ["--num-threads", str(args.num_threads)]
     out += ["--session-memory-gb", str(args.session_memory_gb or 0),
             "--cache-gb", str(args.cache_gb),
-            "--job-time-limit", str(args.job_time_limit or 0)]
+            "--job-time-limit", str(args.job_time_limit or 0),
+            "--max-upload-gb", repr(float(args.max_upload_gb))]
+    if args.upload_dir is not None:
+        out += ["--upload-dir", str(args.upload_dir)]
     return out
 
 

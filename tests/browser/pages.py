@@ -169,9 +169,21 @@ def download(page: Page, label: str, folder: Path) -> Path:
     return target
 
 
-def upload(page: Page, accept: str, path: Path) -> None:
-    """Choose ``path`` in the file input accepting ``accept`` (e.g. ".skops")."""
-    page.locator(f"input[type=file][accept*='{accept}']").set_input_files(str(path))
+#: The upload widget of each kind of file, by the ending tests name them with.
+UPLOADS = {".png": "image", ".tif": "image", ".skops": "model", ".json": "annotations",
+           "project": "project"}
+
+
+def upload_input(page: Page, kind: str):
+    """The file input of an upload widget (``kind``: a key of :data:`UPLOADS`, or the
+    widget's own kind: image, model, annotations, project)."""
+    kind = UPLOADS.get(kind, kind)
+    return page.locator(f".segdash-upload-{kind} input[type=file]")
+
+
+def upload(page: Page, accept: str, path: Path | dict) -> None:
+    """Choose ``path`` (or a Playwright file payload) in the upload for ``accept``."""
+    upload_input(page, accept).set_input_files(path if isinstance(path, dict) else str(path))
 
 
 def error_text(page: Page, pattern: str, timeout: float = 30_000) -> str:

@@ -22,7 +22,7 @@ from playwright.sync_api import Page
 import segdash
 
 from ..conftest import two_texture_image
-from .pages import open_app, wait_status
+from .pages import open_app, upload, wait_status
 from .test_annotations_and_plugins import unexpected_console_errors
 
 
@@ -79,8 +79,7 @@ def hostile_model_file() -> tuple[bytes, str]:
 
 
 def choose(page: Page, accept: str, name: str, content: bytes, mime: str) -> None:
-    page.locator(f"input[type=file][accept*='{accept}']").set_input_files(
-        {"name": name, "mimeType": mime, "buffer": content})
+    upload(page, accept, {"name": name, "mimeType": mime, "buffer": content})
 
 
 def assert_no_script_ran(page: Page) -> None:

@@ -35,7 +35,8 @@ class ApplyCard(Card):
                                                sizing_mode="stretch_width",
                                                css_classes=["segdash-apply-progress"])
         self.info = pn.pane.Str("", css_classes=["segdash-apply-info"])
-        self.result_select = pn.widgets.Select(label="Result", options=[], visible=False)
+        self.result_select = pn.widgets.Select(label="Result", options=[], visible=False,
+                                               css_classes=["segdash-apply-result"])
         self.result_select.param.watch(self._on_result, "value")
         self.preview = pn.pane.PNG(None, width=300, visible=False)
         self.download = pn.widgets.FileDownload(label="Results (zip)", filename="results.zip",

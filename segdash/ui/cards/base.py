@@ -6,15 +6,19 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, ClassVar
 
 import panel as pn
 
 from ...segmenter import Segmenter
+from ..upload import DEFAULT_MAX_UPLOAD_GB, ChunkedUpload, UploadFolder, size_text
 from ..worker import SessionWorker
 
-#: Uploads larger than this are refused on the server (bytes); the browser checks too.
-MAX_UPLOAD_BYTES = 200_000_000
+#: Default largest upload (bytes): ``--max-upload-gb`` sets it per server.
+MAX_UPLOAD_BYTES = int(DEFAULT_MAX_UPLOAD_GB * 1e9)
+#: Largest upload read into memory whole (model, annotations and project files), bytes.
+MAX_SMALL_UPLOAD_BYTES = 200_000_000
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,10 @@ class CardContext:
         Hides the last message (a new action started).
     on_ui : callable
         Runs a zero-argument function where it may touch the page (from any thread).
+    uploads : UploadFolder
+        The session's private folder uploads stream into (removed when it ends).
+    max_upload_bytes : int
+        Largest upload the operator allows (``--max-upload-gb``).
     """
 
     segmenter: Segmenter
@@ -40,6 +48,8 @@ class CardContext:
     report: Callable[[str], Any]
     clear_error: Callable[[], Any]
     on_ui: Callable[[Callable[[], Any]], Any]
+    uploads: UploadFolder
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
 
 
 def note(text: str) -> pn.pane.Markdown:
@@ -69,6 +79,7 @@ class Card(pn.viewable.Viewer):
         self.segmenter = context.segmenter
         self._updating = False  # the card is setting its own widgets: not a user's change
         self._layout: pn.Card | None = None
+        self._uploads: list[ChunkedUpload] = []
 
     def controls(self) -> list[Any]:
         """The card's contents, top to bottom."""
@@ -103,22 +114,64 @@ class Card(pn.viewable.Viewer):
         with self._quiet():
             widget.value = value
 
-    def _watch_upload(self, widget: pn.widgets.FileInput,
-                      handler: Callable[[bytes, str], Any]) -> None:
-        """Hand each file chosen in ``widget`` to ``handler(data, filename)`` on the worker."""
-        widget.param.watch(partial(self._on_upload, handler), "value")
+    def _upload_widget(self, kind: str, accept: list[str],
+                       handler: Callable[[Path, str], Any], whole: bool = False
+                       ) -> ChunkedUpload:
+        """An upload whose files stream to the session's folder, then go to ``handler``.
 
-    def _on_upload(self, handler: Callable[[bytes, str], Any], event: Any) -> None:
-        data = event.new
-        if data is None:  # cleared; an empty file (b"") goes on and is reported as empty
-            return
-        widget = event.obj
-        filename = str(getattr(widget, "filename", None) or "upload")
-        widget.clear()  # the same file can be chosen again...
-        widget.param.update(value=None, filename=None)  # ...and the widget keeps no copy
+        Parameters
+        ----------
+        kind : str
+            Names the widget in the page (CSS class ``segdash-upload-KIND``).
+        accept : list of str
+            File endings (or MIME types) the browser offers to choose.
+        handler : callable
+            ``handler(path, filename)``, run on the session's worker with the received
+            file; the file is deleted after it returns (it may move it away first).
+        whole : bool
+            The handler reads the file into memory: the limit is also
+            :data:`MAX_SMALL_UPLOAD_BYTES`.
+        """
+        limit = self.context.max_upload_bytes
+        if whole:
+            limit = min(limit, MAX_SMALL_UPLOAD_BYTES)
+        widget = ChunkedUpload(self.context.uploads, partial(self._on_upload, handler),
+                               self._on_refused, accepted_filetypes=list(accept),
+                               max_bytes=limit, css_classes=[f"segdash-upload-{kind}"],
+                               layout="compact", sizing_mode="stretch_width",
+                               width=None, margin=(0, 10))
+        self._uploads.append(widget)
+        return widget
+
+    def close_uploads(self) -> None:
+        """Drop files still arriving (the session ends)."""
+        for widget in self._uploads:
+            widget.close()
+
+    def _on_refused(self, message: str) -> None:
+        self.context.report(message)
+
+    def _on_upload(self, handler: Callable[[Path, str], Any], path: Path,
+                   filename: str) -> None:
         self.context.clear_error()
-        if len(data) > MAX_UPLOAD_BYTES:
-            self.context.report(f"{filename}: file too large ({len(data)} bytes; the limit is "
-                                f"{MAX_UPLOAD_BYTES} bytes)")
-            return
-        self.context.worker.submit(partial(handler, bytes(data), filename))
+        self.context.worker.submit(partial(self._handle_upload, handler, path, filename),
+                                   what=f"reading {filename}")
+
+    @staticmethod
+    def _handle_upload(handler: Callable[[Path, str], Any], path: Path, filename: str
+                       ) -> None:
+        try:
+            handler(path, filename)
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def limit_note(context: CardContext) -> str:
+    """The largest upload, for the line above an upload widget."""
+    return f"up to {size_text(context.max_upload_bytes)}"
+
+
+def read_upload(path: Path) -> bytes:
+    """The bytes of a received upload small enough to hold in memory (model, annotations,
+    project files: :data:`MAX_SMALL_UPLOAD_BYTES`, checked before transfer)."""
+    return path.read_bytes()

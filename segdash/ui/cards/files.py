@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import panel as pn
 
-from .base import Card, CardContext, note
+from .base import Card, CardContext, note, read_upload
 
 
 class FilesCard(Card):
@@ -25,10 +26,10 @@ class FilesCard(Card):
         self.download_model = self._download("model", "Model (.skops)", "model.skops")
         self.download_annotations = self._download("annotations", "Annotations (JSON)",
                                                    "annotations.json", disabled=False)
-        self.model_upload = pn.widgets.FileInput(accept=".skops")
-        self._watch_upload(self.model_upload, self._apply_model)
-        self.annotations_upload = pn.widgets.FileInput(accept=".json")
-        self._watch_upload(self.annotations_upload, self._load_annotations)
+        # any type: browsers report no MIME type for .skops (the content is checked)
+        self.model_upload = self._upload_widget("model", [], self._apply_model, whole=True)
+        self.annotations_upload = self._upload_widget("annotations", [".json"],
+                                                      self._load_annotations, whole=True)
 
     def controls(self) -> list[Any]:
         return [self.download_labels, self.download_overlay, self.download_model,
@@ -61,9 +62,9 @@ class FilesCard(Card):
         widget.filename = filename
         return io.BytesIO(data)
 
-    def _apply_model(self, data: bytes, filename: str) -> None:
-        self.segmenter.apply_model_file(data)
+    def _apply_model(self, path: Path, filename: str) -> None:
+        self.segmenter.apply_model_file(read_upload(path))
 
-    def _load_annotations(self, data: bytes, filename: str) -> None:
-        n = self.segmenter.load_strokes_json(data)
+    def _load_annotations(self, path: Path, filename: str) -> None:
+        n = self.segmenter.load_strokes_json(read_upload(path))
         self.segmenter.status = f"restored {n} strokes from {filename}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import panel as pn
@@ -10,7 +11,7 @@ import panel as pn
 from ...io.naming import IMAGE_SUFFIXES
 from ..display import markdown_text
 from ..samples import load_sample, sample_names
-from .base import Card, CardContext, note
+from .base import Card, CardContext, limit_note, note
 
 #: Working resolutions offered for a large image: label -> downsample factor.
 RESOLUTIONS = {"full" if d == 1 else f"1/{d}": d for d in (1, 2, 4, 8, 16, 32, 64, 128, 256)}
@@ -32,8 +33,7 @@ class ImageCard(Card):
             label="Sample image", options={"(choose a sample)": "", **{n: n for n in samples}},
             value=name if name in samples else "")
         self.sample_select.param.watch(self._on_sample, "value")
-        self.upload = pn.widgets.FileInput(accept=IMAGE_ACCEPT, multiple=False)
-        self._watch_upload(self.upload, self._open_upload)
+        self.upload = self._upload_widget("image", list(IMAGE_SUFFIXES), self._open_upload)
         self.info = pn.pane.Markdown("", margin=(0, 10))
         #: Working resolution of a large image (features, training, results).
         self.resolution = pn.widgets.Select(
@@ -42,8 +42,9 @@ class ImageCard(Card):
         self.resolution.param.watch(self._on_resolution, "value")
 
     def controls(self) -> list[Any]:
-        return [self.sample_select, note("Or upload PNG, JPEG or TIFF:"), self.upload,
-                self.info, self.resolution]
+        return [self.sample_select,
+                note(f"Or upload PNG, JPEG or TIFF ({limit_note(self.context)}):"),
+                self.upload, self.info, self.resolution]
 
     def refresh(self, names: set[str]) -> None:
         seg = self.segmenter
@@ -80,6 +81,6 @@ class ImageCard(Card):
     def _open_sample(self, name: str) -> None:
         self.segmenter.set_image(load_sample(name), name)
 
-    def _open_upload(self, data: bytes, filename: str) -> None:
-        self.segmenter.open_file(data, filename)
+    def _open_upload(self, path: Path, filename: str) -> None:
+        self.segmenter.open_upload(path, filename, self.context.uploads.path)
         self.context.on_ui(partial(self._set_quietly, self.sample_select, ""))

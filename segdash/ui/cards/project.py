@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import panel as pn
 
 from ...errors import SegdashError
 from ..display import markdown_text
-from .base import Card, CardContext, note
+from .base import Card, CardContext, note, read_upload
 
 
 class ProjectCard(Card):
@@ -34,9 +35,8 @@ class ProjectCard(Card):
         self.download = pn.widgets.FileDownload(label="Project file (JSON)",
                                                 filename="segdash-project.json",
                                                 callback=self._project_file)
-        # "application/json", not ".json": the annotations upload is found by ".json"
-        self.upload = pn.widgets.FileInput(accept="application/json")
-        self._watch_upload(self.upload, self._load_project)
+        self.upload = self._upload_widget("project", [".json"], self._load_project,
+                                          whole=True)
         self._thumbs: dict[tuple[str, str], bytes] = {}
         self._paths: tuple = ()
         self._entries: list[tuple[Any, pn.widgets.Button]] = []
@@ -131,6 +131,6 @@ class ProjectCard(Card):
         self.download.filename = name
         return io.BytesIO(data)
 
-    def _load_project(self, data: bytes, filename: str) -> None:
-        self.segmenter.load_project_json(data)
+    def _load_project(self, path: Path, filename: str) -> None:
+        self.segmenter.load_project_json(read_upload(path))
         self.segmenter.status = f"restored the project from {filename}"
