@@ -239,7 +239,7 @@ def test_a_9000_square_png_under_the_pixel_limit_is_refused_before_features(tmp_
     assert path.stat().st_size < 2_000_000
     app = SegdashApp(memory_limit=4 * 10**9)
     try:
-        app.cards.image._open_upload(path.read_bytes(), "huge.png")
+        app.cards.image._open_upload(path, "huge.png")
         assert app.segmenter.image.shape == (9000, 9000)
         paint_two_classes(app)
         assert app.wait_idle(60)
