@@ -23,7 +23,7 @@ from .codes import channel_range
 from .contract import hook, image_channels, prepare_image, settings_of
 from .errors import ImageError, ProjectError, SegdashError
 from .io.naming import result_name
-from .io.pyramid import Pyramid, default_downsample
+from .io.pyramid import LARGE_PIXELS, Pyramid, default_downsample, pyramid_of
 from .io.read import read_image, read_untrusted
 from .io.render import display_range, overlay_rgb, to_display_rgb
 from .io.write import encode, write_labels, write_png
@@ -233,7 +233,16 @@ class Segmenter(param.Parameterized):
             image = read_image(data)
         except ImageError as exc:
             raise ImageError(str(exc).replace("upload:", f"{filename}:", 1)) from exc
-        self.set_image(image, filename)
+        self._open_decoded(image, filename)
+
+    def _open_decoded(self, image: np.ndarray, name: str) -> None:
+        """Open a decoded upload: whole, or tile by tile at a working resolution when it
+        is large (as ``segdash serve`` opens a large file), so that a big upload is worked
+        on rather than refused by the session's memory budget."""
+        if image.ndim >= 2 and image.shape[0] * image.shape[1] > LARGE_PIXELS:
+            self.open_pyramid(pyramid_of(image, name), name)
+        else:
+            self.set_image(image, name)
 
     def open_upload(self, path: str | Path, filename: str, workdir: str | Path) -> None:
         """Open an uploaded image file (received on disk), decoded outside this process.
@@ -274,7 +283,7 @@ class Segmenter(param.Parameterized):
             # Mapped pixels stay readable after the unlink; the disk space is freed when
             # the image is dropped (a new image, or the session's end).
             target.unlink(missing_ok=True)
-        self.set_image(image, filename)
+        self._open_decoded(image, filename)
 
     # -- projects ---------------------------------------------------------------------
 

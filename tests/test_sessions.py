@@ -229,10 +229,12 @@ def test_session_memory_estimate_matches_the_measured_2048_rgb_peak():
     assert 1.44e9 < estimate < 1.5 * 1.44e9
 
 
-def test_a_9000_square_png_under_the_pixel_limit_is_refused_before_features(tmp_path):
-    # 81 M pixels: under Pillow's decompression-bomb limit (89 M), a small file.
+def test_a_9000_square_upload_is_worked_on_tile_by_tile_instead_of_being_refused(tmp_path):
+    # 81 M pixels: under Pillow's decompression-bomb limit (89 M), a small file; its
+    # whole-image features would need more than the session's 4 GB budget.
     big = np.zeros((9000, 9000), np.uint8)
-    big[::7] = 200
+    big[4500:] = 200
+    big[::7] = 100
     path = tmp_path / "huge.png"
     Image.fromarray(big).save(path)
     del big
@@ -240,17 +242,23 @@ def test_a_9000_square_png_under_the_pixel_limit_is_refused_before_features(tmp_
     app = SegdashApp(memory_limit=4 * 10**9)
     try:
         app.cards.image._open_upload(path, "huge.png")
-        assert app.segmenter.image.shape == (9000, 9000)
-        paint_two_classes(app)
-        assert app.wait_idle(60)
-        message = app.errors[-1]
-        assert message.startswith("this image (9000x9000) needs ~")
-        assert "the limit of a session on this server is 4.0 GB" in message
-        assert "working resolution" in message and "segdash apply" in message
-        need = float(message.split("~")[1].split(" GB")[0])
-        assert need > 4.0
-        assert app.segmenter.feature_computations == 0  # refused before computing anything
-        assert app.segmenter.segmentation is None
+        seg = app.segmenter
+        assert seg.image is None and seg.source is not None
+        assert seg.source.shape[:2] == (9000, 9000)
+        assert seg.downsample == 8  # the default working resolution of a 9000² image
+        seg.set_view(0, 3000, 0, 3000)  # the top-left tile at 1/8 (375² of 1125²)
+        seg.add_stroke([500, 2500], [2000, 2000], 1, 60.0)
+        seg.add_stroke([500, 2500], [7000, 7000], 2, 60.0)
+        assert app.wait_idle(120)
+        assert not app.errors, app.errors
+        assert seg.model is not None and seg.model.downsample == 8
+        assert "at 1/8 resolution" in seg.status
+        # only the tiles under the strokes and in view were computed, not the image
+        assert seg._tiled.grid.shape == (3, 3) and seg._tiled.computed == 2
+        seg.set_view(0, 9000, 0, 9000)
+        assert app.wait_idle(120)
+        labels = seg.view_result(0, 9000, 0, 9000, 90, 90)
+        assert (labels[5:40] == 1).mean() > 0.95 and (labels[50:85] == 2).mean() > 0.95
     finally:
         app.close()
 
