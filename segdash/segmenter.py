@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -48,6 +49,10 @@ DEFAULT_CACHE_BYTES = 1_000_000_000
 MAX_VIEW_TILES = 48
 #: Largest label image the dashboard downloads (beyond: ``segdash apply``).
 MAX_LABEL_DOWNLOAD_PIXELS = 2**30
+#: Seconds between announcements of a large image's newly predicted tiles (each one
+#: re-renders the overlay of the view), so that a view fills progressively but not tile
+#: by tile when tiles come fast.
+FILL_REPORT_SECONDS = 0.3
 
 
 class Segmenter(param.Parameterized):
@@ -606,19 +611,28 @@ class Segmenter(param.Parameterized):
                            f"{self.max_view_tiles} nearest the centre; zoom in, or work at a "
                            "coarser resolution, for the rest")
             todo = todo[:self.max_view_tiles]
-        done = 0
+        done = shown = 0
+        last = time.monotonic()
         for t in todo:
             with self._lock:
                 if (self._view_token != token or self._generation != generation
                         or self.model is not model):
-                    return done  # superseded: the new view or model fills itself
+                    break  # superseded: the new view or model fills itself
             try:
                 tiled.predict(t, model, key)
             except (SegdashError, ValueError) as exc:
                 self.error = str(exc)
-                return done
+                break
             done += 1
-            self.tiles_done += 1
+            # Each announcement re-renders the view's overlay in the browser: announce
+            # finished tiles at most every FILL_REPORT_SECONDS (a 640² view spanning four
+            # tiles was re-sent four times: 0.71 s stroke-to-overlay against 0.23 s for a
+            # whole 1024² image with the same compute).
+            if time.monotonic() - last >= FILL_REPORT_SECONDS:
+                self.tiles_done += done - shown
+                shown, last = done, time.monotonic()
+        if done > shown:
+            self.tiles_done += done - shown
         return done
 
     def _train_tiled(self) -> SegmentationModel | None:
@@ -663,8 +677,7 @@ class Segmenter(param.Parameterized):
         if self._tiled is not None:
             # the previous model's tiles stay on screen until the new ones replace them
             self._tiled.forget_results(keep=(self._result_key - 1,))
-        self.param.update(model=model, error=self._save_problem, status=status,
-                          tiles_done=self.tiles_done + 1)
+        self.param.update(model=model, error=self._save_problem, status=status)
 
     def _apply_tiled(self, model: SegmentationModel) -> None:
         if model.n_channels != self._tiled_channels:

@@ -187,7 +187,12 @@ class Canvas:
             self.sync_strokes()
         if "classes" in names:
             self.set_brush()
-        if names & {"segmentation", "uncertainty", "classes", "model", "image", "tiles_done"}:
+        shown = {"segmentation", "uncertainty", "classes", "model", "image", "tiles_done"}
+        if self.segmenter.source is not None and self.segmenter.model is not None:
+            # a large image's new model shows the previous one's tiles until its own are
+            # announced (tiles_done): re-sending the view then would send the same picture
+            shown.discard("model")
+        if names & shown:
             self.update_overlay()
 
     # -- building ---------------------------------------------------------------------
