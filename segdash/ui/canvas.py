@@ -92,6 +92,8 @@ if (sx > sy) {
 """
 #: Smallest plot height, in screen pixels (the plot otherwise fills the page's height).
 MIN_PLOT_HEIGHT = 360
+#: Screen pixels above the plot (header, status and progress lines), left out of its height.
+PLOT_TOP = 180
 
 _Row = tuple[np.ndarray, np.ndarray, int, str, float]
 
@@ -195,9 +197,10 @@ class Canvas:
         self._brush = brush
         self._overlay_view = overlay_view
         self._on_error = on_error
-        # fills the page's width and height (the template gives the main area the window)
+        # fills the page's width, and its height below the header and the status lines
         self.pane = pn.pane.HoloViews(None, linked_axes=False, margin=(5, 5),
-                                      sizing_mode="stretch_both", min_height=MIN_PLOT_HEIGHT,
+                                      sizing_mode="stretch_width", min_height=MIN_PLOT_HEIGHT,
+                                      styles={"height": f"calc(100vh - {PLOT_TOP}px)"},
                                       css_classes=["segdash-plot"])
         self._step = 1
         #: How the open image is shown (the Segmenter's :attr:`~segdash.Segmenter.display`
@@ -255,7 +258,7 @@ class Canvas:
         stream.add_subscriber(partial(self._on_stream, image))
         plot = (base * overlay * path).opts(
             hv.opts.RGB(
-                responsive=True, xaxis=None, yaxis=None,
+                responsive=True, xaxis=None, yaxis=None, xlim=(0, w), ylim=(0, h),
                 default_tools=["pan", "wheel_zoom", "box_zoom", "reset"],
                 active_tools=["freehand_draw", "wheel_zoom"], toolbar="above",
             ),
