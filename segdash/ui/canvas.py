@@ -251,6 +251,7 @@ class Canvas:
         fw, fh = frame_size(image.shape)
         self._base_pipe = hv.streams.Pipe(data=self._base_data())
         base = hv.DynamicMap(partial(self._base_rgb, bounds=bounds), streams=[self._base_pipe])
+        self.base = hv.RGB(self._base_pipe.data, bounds=bounds)  # until the plot renders
         self._pipe = hv.streams.Pipe(data=self._overlay_data())
         overlay = hv.DynamicMap(partial(_rgba_element, bounds=bounds), streams=[self._pipe])
         path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL])

@@ -93,10 +93,11 @@ class Card(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.Card:
         if self._layout is None:
+            css = "segdash-card-" + self.title.lower().replace(" ", "-")
             self._layout = pn.Card(*self.controls(), title=self.title,
                                    sizing_mode="stretch_width", margin=(5, 0),
                                    collapsed=self.collapsed,
-                                   css_classes=["segdash-card-" + self.title.lower().replace(" ", "-")])
+                                   css_classes=[css])
             self._show_if_project()
         return self._layout
 
