@@ -41,7 +41,7 @@ class ResultsCard(Card):
                                                                 label="Overlay opacity")
         # the selected view is the highlighted button
         self.view_select = pn.widgets.RadioButtonGroup.from_param(
-            self.param.view, label="Show", color="primary",
+            self.param.view, label="Show", color="primary", variant="outline",
             css_classes=["segdash-view"], sizing_mode="stretch_width")
         # options' labels render as HTML: class names are escaped, the values are ids
         self.class_select = pn.widgets.Select(label="Probability of class", options={},
