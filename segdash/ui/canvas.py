@@ -301,7 +301,10 @@ class Canvas:
         self._range = hv.streams.RangeXY()
         self.base = None
         self._base_pipe = hv.streams.Pipe(data=None)
-        base = hv.DynamicMap(self._base_element, streams=[self._range, self._base_pipe])
+        # the plot's size on screen: the pyramid level follows it (the plot follows the window)
+        size = hv.streams.PlotSize()
+        base = hv.DynamicMap(self._base_element,
+                             streams=[self._range, self._base_pipe, size])
         self._pipe = hv.streams.Pipe(data=None)
         overlay = hv.DynamicMap(self._overlay_element, streams=[self._pipe])
         self._range.add_subscriber(self._on_range)
@@ -331,8 +334,10 @@ class Canvas:
         return viewport_region(source, (h, w), (float(yr[0]), float(yr[1])),
                                (float(xr[0]), float(xr[1])), fw, fh)
 
-    def _base_element(self, x_range: Any = None, y_range: Any = None,
-                      data: Any = None) -> hv.RGB:
+    def _base_element(self, x_range: Any = None, y_range: Any = None, data: Any = None,
+                      width: Any = None, height: Any = None, scale: Any = None) -> hv.RGB:
+        if width and height:
+            self._frame = (int(width), int(height))
         view = self.viewport(x_range, y_range)
         region = self.segmenter.source.region(view.level, view.rows, view.cols)
         if view.step > 1:
