@@ -37,6 +37,7 @@ from .contract import drop_alpha, image_channels, prepare_image
 from .errors import ImageError, ProjectConflictError, ProjectError
 from .io.naming import is_image_name
 from .io.read import read_image, read_untrusted, sniff_format
+from .io.render import DisplaySettings
 from .io.sources import open_source
 from .model import (
     SegmentationModel,
@@ -170,6 +171,9 @@ class ProjectImage:
         ``{frame: [Stroke, ...]}``, frames without strokes absent.
     problem : str
         Why the image cannot be used now (changed or missing on disk), empty when fine.
+    display : DisplaySettings or None
+        How the user chose to show it (range, channels; every frame alike); None: the
+        default rule (:meth:`segdash.io.render.DisplaySettings.auto`).
     """
 
     path: str
@@ -180,6 +184,7 @@ class ProjectImage:
     span: tuple[float, ...]
     strokes: dict[int, list[Stroke]] = field(default_factory=dict)
     problem: str = ""
+    display: DisplaySettings | None = None
 
     @property
     def name(self) -> str:
@@ -202,6 +207,7 @@ class ProjectImage:
             "channel_range": {"low": list(self.low), "span": list(self.span)},
             "strokes": {str(f): [s.to_dict() for s in ss]
                         for f, ss in sorted(self.strokes.items()) if ss},
+            **({"display": self.display.to_dict()} if self.display is not None else {}),
         }
 
 
@@ -254,7 +260,13 @@ def _parse_image(i: int, d: Any) -> ProjectImage:
                 raise _fail(where, f"stroke {j} of frame {key} is malformed: {exc}") from None
         if out:
             strokes[int(key)] = out
-    return ProjectImage(path, fp, tuple(shape), frames, low, span, strokes)
+    display = None
+    if d.get("display") is not None:  # absent in files written before it existed
+        try:
+            display = DisplaySettings.from_dict(d["display"], shape[2])
+        except (ValueError, TypeError) as exc:
+            raise _fail(where, str(exc)) from None
+    return ProjectImage(path, fp, tuple(shape), frames, low, span, strokes, display=display)
 
 
 class Project:

@@ -26,8 +26,8 @@ from .errors import ImageError, ProjectError, SegdashError
 from .io.naming import result_name
 from .io.pyramid import LARGE_PIXELS, Pyramid, default_downsample, pyramid_of
 from .io.read import read_image, read_untrusted
-from .io.render import display_range, overlay_rgb, to_display_rgb
-from .io.write import encode, write_labels, write_png
+from .io.render import DisplaySettings, overlay_rgb, value_bounds
+from .io.write import encode, proba_bytes, write_labels, write_png
 from .model import (
     SegmentationModel,
     check_classes,
@@ -104,6 +104,10 @@ class Segmenter(param.Parameterized):
                                    "and results at 1/downsample of its pixels.")
     tiles_done = param.Integer(default=0,
                                doc="Counts tiles of a large image's results computed.")
+    display = param.ClassSelector(class_=DisplaySettings, default=None,
+                                  doc="How the open image is shown (range, channels): "
+                                      "display only, never the features; see "
+                                      ":meth:`set_display`.")
 
     def __init__(self, image: Any = None, **params: Any) -> None:
         params.setdefault("classes", [default_class(1), default_class(2)])
@@ -143,6 +147,7 @@ class Segmenter(param.Parameterized):
         self._tiled_downsample = 1
         self._tiled_sample: np.ndarray | None = None
         self._result_key = 0
+        self._bounds: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
         _warm_up_once()
         if image is not None:
             self.set_image(image)
@@ -352,7 +357,9 @@ class Segmenter(param.Parameterized):
             raise ValueError(f"{entry.name} has no frame {frame}")
         arr = project.read(entry, frame)
         model = self.model
+        display = entry.display if entry.display is not None else DisplaySettings.auto(arr)
         self._reset(image=arr, image_name=entry.name, current=index, frame=frame,
+                    display=display,
                     labels=np.zeros(arr.shape[:2], np.uint16), error=self._save_problem,
                     status=f"opened {entry.name}" + (
                         f", frame {frame + 1} of {entry.frames}" if entry.frames > 1 else ""))
@@ -375,8 +382,66 @@ class Segmenter(param.Parameterized):
         """
         arr = self.project.read(index, 0)
         step = max(1, int(np.ceil(max(arr.shape[:2]) / side)))
-        small = arr[::step, ::step]
-        return encode(write_png, to_display_rgb(small, *display_range(arr)))
+        display = self.project.images[index].display or DisplaySettings.auto(arr)
+        return encode(write_png, display.rgb(arr[::step, ::step]))
+
+    # -- display ----------------------------------------------------------------------
+
+    def set_display(self, display: DisplaySettings | None) -> None:
+        """Show the open image another way (range, channels); in a project it is saved
+        with the image. Only the display changes: features and results stay.
+
+        Parameters
+        ----------
+        display : DisplaySettings or None
+            None: the default rule (:meth:`DisplaySettings.auto`), keeping the channels
+            shown.
+
+        Raises
+        ------
+        ValueError
+            No image open, or settings for another channel count.
+        """
+        shown = self.image if self.image is not None else (
+            self.source.sample() if self.source is not None else None)
+        if shown is None:
+            raise ValueError("open an image first")
+        if display is None:
+            display = DisplaySettings.auto(
+                shown, self.display.channels if self.display is not None else None)
+        if display.n_channels != image_channels(shown):
+            raise ValueError(f"display settings for {display.n_channels} channel(s) on an "
+                             f"image of {image_channels(shown)}")
+        if display == self.display:
+            return
+        self.display = display
+        project = self.project
+        if project is not None and self.image is not None:
+            project.images[self.current].display = display
+            self._save_project()
+
+    def display_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each channel's smallest and largest value (grid sample): the extent of the
+        display range sliders. ``(C,)`` float64 each.
+
+        Raises
+        ------
+        ValueError
+            No image open.
+        """
+        with self._lock:
+            token, cached = self._bounds if self._bounds is not None else (None, None)
+            if token == self._image_token and cached is not None:
+                return cached
+            current = self._image_token
+        shown = self.image if self.image is not None else (
+            self.source.sample() if self.source is not None else None)
+        if shown is None:
+            raise ValueError("open an image first")
+        bounds = value_bounds(shown)
+        with self._lock:
+            self._bounds = (current, bounds)
+        return bounds
 
     def project_json(self) -> tuple[str, bytes]:
         """The project file's name and content, as saved."""
@@ -485,6 +550,11 @@ class Segmenter(param.Parameterized):
         """Forget strokes, redo history, cached features and results (training in flight
         included), then apply ``updates``."""
         updates.setdefault("source", None)
+        if "display" not in updates:
+            shown = updates.get("image")
+            if shown is None and updates["source"] is not None:
+                shown = updates["source"].sample()
+            updates["display"] = None if shown is None else DisplaySettings.auto(shown)
         with self._lock:
             self._generation += 1
             self._image_token += 1
@@ -734,8 +804,12 @@ class Segmenter(param.Parameterized):
         if kind == "overlay":
             raise ValueError("an overlay of a large image is made by `segdash apply --overlay` "
                              "with the downloaded model")
+        if kind == "proba":
+            raise ValueError("the probabilities of a large image are written by `segdash apply "
+                             "--proba` with the downloaded model")
         if kind != "labels":
-            raise ValueError(f"unknown result {kind!r}: labels, overlay, model or annotations")
+            raise ValueError(f"unknown result {kind!r}: labels, overlay, proba, model or "
+                             "annotations")
         with self._lock:
             tiled, key, d = self._tiled, self._result_key, self._tiled_downsample
         h, w = self.source.shape[:2]
@@ -1095,8 +1169,10 @@ class Segmenter(param.Parameterized):
         ----------
         kind : str
             ``"labels"`` (PNG, or 16-bit TIFF for ids over 255), ``"overlay"`` (class
-            colours blended over the image, PNG; the file ``segdash apply --overlay``
-            writes), ``"model"`` (.skops) or ``"annotations"`` (strokes and classes, JSON).
+            colours blended over the image as shown (:attr:`display`), PNG; the file
+            ``segdash apply --overlay`` writes), ``"proba"`` (float32 TIFF, ``(H, W, K)``
+            in ``model.classes_`` order; the file ``segdash apply --proba`` writes),
+            ``"model"`` (.skops) or ``"annotations"`` (strokes and classes, JSON).
 
         Raises
         ------
@@ -1114,11 +1190,18 @@ class Segmenter(param.Parameterized):
         if kind == "labels":
             return name, encode(write_labels, segmentation)
         if kind == "overlay":
-            rgb = overlay_rgb(self.image, segmentation, self.classes, *display_range(self.image))
+            display = self.display or DisplaySettings.auto(self.image)
+            rgb = overlay_rgb(self.image, segmentation, self.classes, np.array(display.low),
+                              np.array(display.high), display.channels)
             return name, encode(write_png, rgb)
+        if kind == "proba":
+            if self.probabilities is None:
+                raise ValueError("train a model first (paint at least two classes)")
+            return name, proba_bytes(self.probabilities)
         if kind == "model":
             return name, model.to_bytes()
-        raise ValueError(f"unknown result {kind!r}: labels, overlay, model or annotations")
+        raise ValueError(f"unknown result {kind!r}: labels, overlay, proba, model or "
+                         "annotations")
 
 
 def upsample_labels(labels: np.ndarray, downsample: int, shape: Sequence[int]) -> np.ndarray:

@@ -19,6 +19,7 @@ from PIL import Image
 import segdash
 from segdash import registry
 from segdash.contract import FeatureExtractor
+from segdash.io import render as render_module
 from segdash.io.render import display_range, overlay_rgb, to_display_rgb
 from segdash.ui import SegdashApp
 from segdash.ui import canvas as canvas_module
@@ -30,6 +31,7 @@ from segdash.ui.cards import (
     Card,
     ClassesCard,
     ClassifierCard,
+    DisplayCard,
     FeaturesCard,
     FilesCard,
     ImageCard,
@@ -194,7 +196,7 @@ def test_display_range_is_computed_once_per_image(monkeypatch):
         calls.append(image.shape)
         return display_range(image)
 
-    monkeypatch.setattr(canvas_module, "display_range", counting)
+    monkeypatch.setattr(render_module, "display_range", counting)
     image, _ = two_texture_image(128)
     view = SegdashApp(image=image)
     try:
@@ -271,8 +273,9 @@ def test_each_session_has_its_own_segmenter(app):
 
 def test_sidebar_is_one_card_per_step_in_the_order_they_are_used(app):
     cards = list(app.cards)
-    assert [c.title for c in cards] == ["Project", "Image", "Classes", "Strokes", "Features",
-                                        "Classifier", "Results", "Files", "Apply to project"]
+    assert [c.title for c in cards] == ["Project", "Image", "Display", "Classes", "Strokes",
+                                        "Features", "Classifier", "Results", "Files",
+                                        "Apply to project"]
     assert all(isinstance(c, Card) for c in cards) and app.sidebar() == cards
     assert [c.__panel__().title for c in cards] == [c.title for c in cards]
 
@@ -289,7 +292,7 @@ def test_watched_parameters_are_the_union_of_what_the_cards_watch(app):
 
 
 def test_each_card_is_refreshed_with_the_changes_it_watches_and_no_others(monkeypatch):
-    card_types = (ProjectCard, ImageCard, ClassesCard, StrokesCard, FeaturesCard,
+    card_types = (ProjectCard, ImageCard, DisplayCard, ClassesCard, StrokesCard, FeaturesCard,
                   ClassifierCard, ResultsCard, FilesCard, ApplyCard)
     calls: list[tuple[Card, set[str]]] = []
     for card_type in card_types:

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import ImageError, SegdashError
 from ..io.naming import RESULT_KINDS, result_name
 from ..io.sources import ImageSource, open_source
-from ..io.write import PngStreamWriter, TiffStreamWriter, temporary_path
+from ..io.write import PngStreamWriter, TiffStreamWriter, proba_writer, temporary_path
 from ..model import SegmentationModel
 from ..tiling import tile_chunks
 
@@ -179,8 +179,7 @@ def open_writers(job: Job, model: SegmentationModel) -> None:
             else:
                 writer = TiffStreamWriter(tmp, (*lead, h, w), model.label_dtype, src.is_stack)
         elif kind == "proba":
-            writer = TiffStreamWriter(tmp, (*lead, h, w, len(model.classes_)), np.float32,
-                                      src.is_stack, level=1)
+            writer = proba_writer(tmp, (*lead, h, w, len(model.classes_)), src.is_stack)
         elif final.suffix == ".png":
             writer = PngStreamWriter(tmp, w, h, 3)
         else:

@@ -9,13 +9,19 @@ of pixels (:func:`segdash.codes.sample_grid`), so a tile is shown exactly as the
 pixels of the whole image. Channels: grey shows as grey, two channels as red and green,
 three or more as the RGB of the first three.
 
+A user may choose otherwise per image (the dashboard's Display card): a
+:class:`DisplaySettings` holds the range of each channel and the channels shown (one as
+grey, two as red and green, three as RGB). It changes only what is shown, never the
+features; its default, :meth:`DisplaySettings.auto`, is the rule above.
+
 An overlay (``NAME_overlay.png``) is the image so displayed with each pixel's class colour
 blended over it at :data:`OVERLAY_ALPHA`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,8 +60,117 @@ def display_range(image: Any) -> tuple[np.ndarray, np.ndarray]:
     return low, low + span
 
 
+def value_bounds(image: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest value of each channel (on the grid sample; uint8: 0 and 255):
+    the extent a display range is chosen in.
+
+    Returns
+    -------
+    low, high : numpy.ndarray
+        ``(C,)`` float64 each, ``high > low``.
+    """
+    image = _yxc(image)
+    c = image.shape[2]
+    if image.dtype == np.uint8:
+        return np.zeros(c), np.full(c, 255.0)
+    flat = np.asarray(sample_grid(image), dtype=np.float64).reshape(-1, c)
+    if not flat.size:
+        return np.zeros(c), np.ones(c)
+    with np.errstate(invalid="ignore"):
+        lo, hi = np.nan_to_num(np.nanmin(flat, axis=0)), np.nan_to_num(np.nanmax(flat, axis=0))
+    return lo, np.where(hi > lo, hi, lo + 1.0)
+
+
+@dataclass(frozen=True)
+class DisplaySettings:
+    """How one image is shown: each channel's display range and which channels are shown.
+
+    Attributes
+    ----------
+    low, high : tuple of float
+        One per image channel (``C``), in the image's units: ``low`` shows as black,
+        ``high`` as full brightness (``high > low``).
+    channels : tuple of int
+        Image channels shown, 1 to 3 of ``0..C-1``: one as grey, two as red and green,
+        three as red, green and blue.
+    """
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    channels: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        c = len(self.low)
+        if c == 0 or len(self.high) != c:
+            raise ValueError("display: one low and one high value per channel")
+        if not all(np.isfinite(v) for v in (*self.low, *self.high)):
+            raise ValueError("display: low and high must be finite numbers")
+        if not all(h > lo for lo, h in zip(self.low, self.high, strict=True)):
+            raise ValueError("display: high must exceed low in every channel")
+        if not 1 <= len(self.channels) <= 3 or not all(
+                isinstance(k, int) and 0 <= k < c for k in self.channels):
+            raise ValueError(f"display: 1 to 3 channels shown, each one of 0..{c - 1}")
+
+    @classmethod
+    def auto(cls, image: Any, channels: Sequence[int] | None = None) -> DisplaySettings:
+        """The default rule (see the module's docstring) for ``image`` ``(H, W[, C])``
+        (numpy or dask: only a grid sample is read), showing ``channels`` (default: the
+        first three)."""
+        low, high = display_range(image)
+        c = len(low)
+        shown = tuple(range(min(c, 3))) if channels is None else tuple(int(k) for k in channels)
+        return cls(tuple(map(float, low)), tuple(map(float, high)), shown)
+
+    @property
+    def n_channels(self) -> int:
+        """Channels of the image these settings are for (``C``)."""
+        return len(self.low)
+
+    def with_range(self, channel: int, low: float, high: float) -> DisplaySettings:
+        """These settings with channel ``channel`` shown between ``low`` and ``high``."""
+        lows, highs = list(self.low), list(self.high)
+        lows[channel], highs[channel] = float(low), float(high)
+        return DisplaySettings(tuple(lows), tuple(highs), self.channels)
+
+    def with_channels(self, channels: Sequence[int]) -> DisplaySettings:
+        """These settings showing ``channels`` instead."""
+        return DisplaySettings(self.low, self.high, tuple(int(k) for k in channels))
+
+    def rgb(self, image: Any) -> np.ndarray:
+        """``image`` as shown: ``(H, W, 3)`` uint8 (see :func:`to_display_rgb`)."""
+        return to_display_rgb(image, np.array(self.low), np.array(self.high), self.channels)
+
+    def to_dict(self) -> dict[str, list]:
+        """The settings as JSON-ready lists (the project file's ``images[].display``)."""
+        return {"channels": list(self.channels), "low": list(self.low),
+                "high": list(self.high)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], n_channels: int) -> DisplaySettings:
+        """Settings from :meth:`to_dict`'s form, for an image of ``n_channels`` channels.
+
+        Raises
+        ------
+        ValueError
+            Malformed, or not for ``n_channels`` channels (says what is wrong).
+        """
+        try:
+            low = tuple(float(v) for v in data["low"])
+            high = tuple(float(v) for v in data["high"])
+            channels = tuple(data["channels"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("display needs lists 'channels', 'low' and 'high'") from None
+        if len(low) != n_channels:
+            raise ValueError(f"display: {len(low)} channel ranges for an image of "
+                             f"{n_channels} channel(s)")
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in channels):
+            raise ValueError("display: channels must be channel numbers")
+        return cls(low, high, channels)
+
+
 def to_display_rgb(image: Any, low: np.ndarray | None = None,
-                   high: np.ndarray | None = None) -> np.ndarray:
+                   high: np.ndarray | None = None,
+                   channels: Sequence[int] | None = None) -> np.ndarray:
     """An image as ``(H, W, 3)`` uint8 for display.
 
     Parameters
@@ -65,6 +180,8 @@ def to_display_rgb(image: Any, low: np.ndarray | None = None,
     low, high : numpy.ndarray, optional
         ``(C,)`` display range (default :func:`display_range` of ``image``; pass the whole
         image's range when showing a tile or a downsampled copy).
+    channels : sequence of int, optional
+        Channels shown (see :class:`DisplaySettings`); default: the first three.
 
     Returns
     -------
@@ -74,10 +191,13 @@ def to_display_rgb(image: Any, low: np.ndarray | None = None,
     arr = _yxc(np.asarray(image))
     if low is None or high is None:
         low, high = display_range(arr)
-    shown = arr[:, :, :3]
+    picked = list(range(min(arr.shape[2], 3))) if channels is None else [int(k) for k in channels]
+    # the first channels in order are a view; any other choice is a copy
+    in_order = picked == list(range(len(picked)))
+    shown = arr[:, :, :len(picked)] if in_order else arr[:, :, picked]
     k = shown.shape[2]
-    lo = np.asarray(low, dtype=np.float64)[:k]
-    hi = np.asarray(high, dtype=np.float64)[:k]
+    lo = np.asarray(low, dtype=np.float64)[picked]
+    hi = np.asarray(high, dtype=np.float64)[picked]
     if shown.dtype == np.uint8 and np.all(lo == 0) and np.all(hi == 255):
         out = shown
     else:
@@ -92,7 +212,8 @@ def to_display_rgb(image: Any, low: np.ndarray | None = None,
 
 
 def overlay_rgb(image: Any, labels: np.ndarray, classes: Iterable[ClassInfo],
-                low: np.ndarray | None = None, high: np.ndarray | None = None) -> np.ndarray:
+                low: np.ndarray | None = None, high: np.ndarray | None = None,
+                channels: Sequence[int] | None = None) -> np.ndarray:
     """Class colours blended over the displayed image: ``(H, W, 3)`` uint8.
 
     Parameters
@@ -103,10 +224,10 @@ def overlay_rgb(image: Any, labels: np.ndarray, classes: Iterable[ClassInfo],
         ``(H, W)`` class ids; pixels of no listed class show the image alone.
     classes : iterable of ClassInfo
         Colours.
-    low, high : numpy.ndarray, optional
-        Display range (see :func:`to_display_rgb`).
+    low, high, channels : optional
+        Display range and channels shown (see :func:`to_display_rgb`).
     """
-    base = to_display_rgb(image, low, high).astype(np.float32)
+    base = to_display_rgb(image, low, high, channels).astype(np.float32)
     colour = colorize(labels, classes)
     alpha = (colour[:, :, 3:] > 0) * np.float32(OVERLAY_ALPHA)
     blended = base * (1 - alpha) + colour[:, :, :3].astype(np.float32) * alpha

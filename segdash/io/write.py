@@ -234,6 +234,45 @@ class TiffStreamWriter:
             self._thread.join(timeout=30)
 
 
+def proba_writer(path: Path, shape: tuple[int, ...], stack: bool = False) -> TiffStreamWriter:
+    """The writer of class probabilities (``NAME_proba.tif``), for ``segdash apply --proba``
+    and the dashboard's download alike.
+
+    Parameters
+    ----------
+    path : Path
+    shape : tuple of int
+        ``(H, W, K)``, or ``(N, H, W, K)`` for a stack: K bands in ``model.classes_`` order.
+    stack : bool
+        The first axis counts planes.
+
+    Returns
+    -------
+    TiffStreamWriter
+        A float32, tiled TIFF, bands interleaved per pixel; compressed fast (level 1:
+        probabilities compress poorly, and a higher level only costs time).
+    """
+    return TiffStreamWriter(path, shape, np.float32, stack, level=1)
+
+
+def proba_bytes(proba: np.ndarray) -> bytes:
+    """An ``(H, W, K)`` probability image as the bytes of a ``NAME_proba.tif``
+    (:func:`proba_writer`'s file)."""
+    import tempfile
+
+    proba = np.asarray(proba, np.float32)
+    with tempfile.TemporaryDirectory(prefix="segdash-proba-") as folder:
+        path = Path(folder) / "proba.tif"
+        writer = proba_writer(path, proba.shape)
+        try:
+            writer.write(proba)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        return path.read_bytes()
+
+
 def write_pyramid_tiff(path: str | Path, shape: tuple[int, int, int], dtype: Any,
                        tile_of: Callable[[int, int, int, int, int], np.ndarray],
                        tile: int = 512, min_side: int = 256) -> int:

@@ -32,6 +32,7 @@ from ..segmenter import Segmenter
 from .canvas import Brush, Canvas
 from .cards import CardContext, Cards
 from .display import html_text, markdown_text
+from .progress import ProgressRow
 from .samples import DEFAULT_SAMPLE, load_sample
 from .upload import DEFAULT_MAX_UPLOAD_GB, UploadFolder
 from .worker import ComputePool, JobAbandoned, SessionBlocked, SessionWorker
@@ -131,7 +132,8 @@ class SegdashApp(pn.viewable.Viewer):
         self.cards.classes.param.watch(self._on_brush, "active_class")
         self.cards.strokes.param.watch(self._on_brush, "stroke_width")
         self.cards.results.param.watch(self._on_overlay_view,
-                                       ["show_overlay", "opacity", "view"])
+                                       ["show_overlay", "opacity", "view", "probability_class"])
+        self.progress = ProgressRow(self.worker, self._on_ui)
         #: Segmenter parameters the page shows: what the cards, the plot and the app watch.
         self.watched = frozenset(self.cards.watches | set(self.canvas.watches)
                                  | set(self.watches))
@@ -164,7 +166,7 @@ class SegdashApp(pn.viewable.Viewer):
     def main(self) -> list[Any]:
         """Messages, the busy indicator and status, and the plot."""
         return [self.plugin_alert, self.alert, pn.Row(self.spinner, self.status),
-                self.canvas.pane]
+                self.progress, self.cards.results.legend, self.canvas.pane]
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Row(pn.Column(*self.sidebar(), width=380), pn.Column(*self.main()))
@@ -221,6 +223,7 @@ class SegdashApp(pn.viewable.Viewer):
         if "busy" in names or "status" in names:
             self.spinner.value = bool(seg.busy or self.worker.busy)
             self.status.object = seg.status
+            self.progress.update()
         if "error" in names and seg.error:
             self._show_error(seg.error)
 
@@ -255,6 +258,10 @@ class SegdashApp(pn.viewable.Viewer):
         self.alert.visible = False
 
     def _job_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, JobAbandoned) and exc.cancelled:
+            # the user's own Cancel: not an error; the previous result stays on screen
+            self.segmenter.status = f"{exc.what} cancelled; the previous result stays"
+            return
         if not isinstance(exc, SegdashError | ValueError | JobAbandoned | SessionBlocked):
             log.error("job failed", exc_info=exc)
         self.report(user_message(exc))
@@ -276,6 +283,7 @@ class SegdashApp(pn.viewable.Viewer):
         self._closed = True
         log.info("session closed: releasing %s", self.segmenter.image_name)
         self.worker.close()
+        self.progress.close()
         self.cards.apply.close()
         self.segmenter.run_training = lambda job: None
         self.segmenter.release()

@@ -14,8 +14,14 @@ and width on each new stroke in the browser, so a stroke shows in its class colo
 is drawn.
 
 The image is shown by :mod:`segdash.io.render`'s display rule (the one the overlay files
-use) with its display range computed once per image; the overlay over it is the
-segmentation or uncertainty in RGBA, as the Results card's view settings say.
+use) with the Segmenter's :attr:`~segdash.Segmenter.display` settings (range, channels):
+the picture follows them without a new plot, so zoom and pan stay. The overlay over it is
+the segmentation, the uncertainty or one class's probability in RGBA, as the Results
+card's view settings say.
+
+The plot fills the space the page gives it (it follows the window); a JavaScript callback
+widens the x or y range whenever the frame's size or the ranges change, so that image
+pixels stay square at any window shape.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from bokeh.core.properties import field
 from bokeh.models import CustomJS, CustomJSTransform, FreehandDrawTool
 
 from ..io.pyramid import area_average
-from ..io.render import display_range, to_display_rgb
+from ..io.render import DisplaySettings
 from ..segmenter import Segmenter
 from ..strokes import Stroke
 from .display import (
@@ -40,6 +46,7 @@ from .display import (
     display_step,
     downsample,
     image_to_data,
+    probability_rgba,
     segmentation_rgba,
     uncertainty_rgba,
 )
@@ -66,6 +73,27 @@ _REDRAW_JS = "renderer.glyph.change.emit()"
 # tool's pan-end handler returns early off the frame). Setting the data again at the end of
 # every pan gesture, without the equality check that would skip it, sends it at once.
 _RESYNC_JS = "source.setv({data: source.data}, {check_eq: false})"
+# Square image pixels in a frame of any shape: widen the range of the axis that has fewer
+# data units per screen pixel, about its centre (the image then sits centred with a margin).
+_SQUARE_JS = """
+let w = 0, h = 0;
+try { w = fig.inner_width; h = fig.inner_height; } catch (e) { return; }  // unset before layout
+if (!(w > 0 && h > 0)) return;
+const xr = fig.x_range, yr = fig.y_range;
+const sx = (xr.end - xr.start) / w, sy = (yr.end - yr.start) / h;
+if (!(sx > 0 && sy > 0) || Math.abs(sx - sy) <= 1e-9 * Math.max(sx, sy)) return;
+if (sx > sy) {
+  const c = (yr.start + yr.end) / 2;
+  yr.setv({start: c - sx * h / 2, end: c + sx * h / 2});
+} else {
+  const c = (xr.start + xr.end) / 2;
+  xr.setv({start: c - sy * w / 2, end: c + sy * w / 2});
+}
+"""
+#: Smallest plot height, in screen pixels (the plot otherwise fills the page's height).
+MIN_PLOT_HEIGHT = 360
+#: Screen pixels above the plot (header, status and progress lines), left out of its height.
+PLOT_TOP = 180
 
 _Row = tuple[np.ndarray, np.ndarray, int, str, float]
 
@@ -121,11 +149,14 @@ def viewport_region(source: Any, size: tuple[int, int], y_range: tuple[float, fl
 
 
 class OverlayView(NamedTuple):
-    """How the overlay is shown: at all, how opaque (0..1), and which result."""
+    """How the overlay is shown: at all, how opaque (0..1), which result
+    (``"segmentation"``, ``"uncertainty"`` or ``"probability"``) and, for the last, of
+    which class id."""
 
     show: bool = True
     opacity: float = 0.5
-    view: str = "segmentation"  # or "uncertainty"
+    view: str = "segmentation"
+    class_id: int | None = None
 
 
 def frame_size(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -153,7 +184,7 @@ class Canvas:
     #: Segmenter parameters the plot shows (see :meth:`refresh`).
     watches: ClassVar[tuple[str, ...]] = (
         "image", "source", "classes", "strokes", "segmentation", "uncertainty", "model",
-        "tiles_done")
+        "tiles_done", "display")
 
     def __init__(
         self,
@@ -166,11 +197,17 @@ class Canvas:
         self._brush = brush
         self._overlay_view = overlay_view
         self._on_error = on_error
-        self.pane = pn.pane.HoloViews(None, linked_axes=False, margin=(5, 5))
+        # fills the page's width, and its height below the header and the status lines
+        self.pane = pn.pane.HoloViews(None, linked_axes=False, margin=(5, 5),
+                                      sizing_mode="stretch_width", min_height=MIN_PLOT_HEIGHT,
+                                      styles={"height": f"calc(100vh - {PLOT_TOP}px)"},
+                                      css_classes=["segdash-plot"])
         self._step = 1
-        #: Display range of the open image (:func:`segdash.io.render.display_range`).
-        self.display_range: tuple[np.ndarray, np.ndarray] | None = None
+        #: How the open image is shown (the Segmenter's :attr:`~segdash.Segmenter.display`
+        #: when the picture was last made).
+        self.display: DisplaySettings | None = None
         self._pipe: hv.streams.Pipe | None = None
+        self._base_pipe: hv.streams.Pipe | None = None
         self.base: hv.RGB | None = None  # the image as shown (downsampled when large)
         self.figure: Any = None  # the Bokeh figure, once rendered
         self._source: Any = None
@@ -183,8 +220,11 @@ class Canvas:
         """Show what changed among the Segmenter's parameters ``names``."""
         if names & {"image", "source"}:
             self.rebuild()
-        elif names & {"strokes", "classes"}:
-            self.sync_strokes()
+        else:
+            if names & {"strokes", "classes"}:
+                self.sync_strokes()
+            if "display" in names:
+                self.update_base()
         if "classes" in names:
             self.set_brush()
         shown = {"segmentation", "uncertainty", "classes", "model", "image", "tiles_done"}
@@ -207,17 +247,16 @@ class Canvas:
             self._rebuild_viewport()
             return
         if image is None:
-            self._pipe = self.base = self.display_range = None
+            self._pipe = self._base_pipe = self.base = self.display = None
             self.pane.object = None
             return
         h, w = image.shape[:2]
         self._step = display_step(image.shape)
         bounds = (0, 0, w, h)
         fw, fh = frame_size(image.shape)
-        # The whole image's range, so the downsampled copy looks like the image's files.
-        self.display_range = display_range(image)
-        shown = to_display_rgb(downsample(image, self._step), *self.display_range)
-        base = self.base = hv.RGB(shown, bounds=bounds)
+        self._base_pipe = hv.streams.Pipe(data=self._base_data())
+        base = hv.DynamicMap(partial(self._base_rgb, bounds=bounds), streams=[self._base_pipe])
+        self.base = hv.RGB(self._base_pipe.data, bounds=bounds)  # until the plot renders
         self._pipe = hv.streams.Pipe(data=self._overlay_data())
         overlay = hv.DynamicMap(partial(_rgba_element, bounds=bounds), streams=[self._pipe])
         path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL])
@@ -225,13 +264,35 @@ class Canvas:
         stream.add_subscriber(partial(self._on_stream, image))
         plot = (base * overlay * path).opts(
             hv.opts.RGB(
-                frame_width=fw, frame_height=fh, xaxis=None, yaxis=None,
+                responsive=True, xaxis=None, yaxis=None, xlim=(0, w), ylim=(0, h),
                 default_tools=["pan", "wheel_zoom", "box_zoom", "reset"],
                 active_tools=["freehand_draw", "wheel_zoom"], toolbar="above",
             ),
             hv.opts.Path(hooks=[partial(self._hook, fw)]),
         )
         self.pane.object = plot
+
+    def _base_data(self) -> np.ndarray:
+        """The image as shown now: ``(h, w, 3)`` uint8 at display resolution."""
+        seg = self.segmenter
+        self.display = seg.display or DisplaySettings.auto(seg.image)
+        # the whole image's range: the downsampled copy looks like the image's files
+        return self.display.rgb(downsample(seg.image, self._step))
+
+    def _base_rgb(self, data: np.ndarray, bounds: tuple[int, int, int, int]) -> hv.RGB:
+        self.base = hv.RGB(data, bounds=bounds)
+        return self.base
+
+    def update_base(self) -> None:
+        """Show the image again as the Segmenter's display settings say (same plot)."""
+        seg = self.segmenter
+        if seg.display == self.display:
+            return
+        if seg.source is not None and self._base_pipe is not None:
+            self.display = seg.display or self.display
+            self._base_pipe.send(None)  # the viewport is made again, with the new settings
+        elif self._base_pipe is not None and seg.image is not None:
+            self._base_pipe.send(self._base_data())
 
     def _rebuild_viewport(self) -> None:
         """The plot of a large image: the browser gets the region in view at screen
@@ -241,10 +302,14 @@ class Canvas:
         h, w = source.shape[:2]
         fw, fh = frame_size(source.shape)
         self._frame = (fw, fh)
-        self.display_range = display_range(source.sample())
+        self.display = seg.display or DisplaySettings.auto(source.sample())
         self._range = hv.streams.RangeXY()
         self.base = None
-        base = hv.DynamicMap(self._base_element, streams=[self._range])
+        self._base_pipe = hv.streams.Pipe(data=None)
+        # the plot's size on screen: the pyramid level follows it (the plot follows the window)
+        size = hv.streams.PlotSize()
+        base = hv.DynamicMap(self._base_element,
+                             streams=[self._range, self._base_pipe, size])
         self._pipe = hv.streams.Pipe(data=None)
         overlay = hv.DynamicMap(self._overlay_element, streams=[self._pipe])
         self._range.add_subscriber(self._on_range)
@@ -253,8 +318,7 @@ class Canvas:
         stream.add_subscriber(partial(self._on_stream, source))
         plot = (base * overlay * path).opts(
             hv.opts.RGB(
-                frame_width=fw, frame_height=fh, xaxis=None, yaxis=None,
-                xlim=(0, w), ylim=(0, h),
+                responsive=True, xaxis=None, yaxis=None, xlim=(0, w), ylim=(0, h),
                 default_tools=["pan", "wheel_zoom", "box_zoom", "reset"],
                 active_tools=["freehand_draw", "wheel_zoom"], toolbar="above",
             ),
@@ -275,12 +339,15 @@ class Canvas:
         return viewport_region(source, (h, w), (float(yr[0]), float(yr[1])),
                                (float(xr[0]), float(xr[1])), fw, fh)
 
-    def _base_element(self, x_range: Any = None, y_range: Any = None) -> hv.RGB:
+    def _base_element(self, x_range: Any = None, y_range: Any = None, data: Any = None,
+                      width: Any = None, height: Any = None, scale: Any = None) -> hv.RGB:
+        if width and height:
+            self._frame = (int(width), int(height))
         view = self.viewport(x_range, y_range)
         region = self.segmenter.source.region(view.level, view.rows, view.cols)
         if view.step > 1:
             region = area_average(region, view.step)
-        shown = to_display_rgb(region, *self.display_range)
+        shown = self.display.rgb(region)
         self.base = hv.RGB(shown, bounds=view.bounds)
         return self.base
 
@@ -333,6 +400,15 @@ class Canvas:
         fig.x_range.js_on_change("start", redraw)
         fig.x_range.js_on_change("end", redraw)
         fig.js_on_event("panend", CustomJS(args={"source": source}, code=_RESYNC_JS))
+        square = CustomJS(args={"fig": fig}, code=_SQUARE_JS)
+        for name in ("inner_width", "inner_height"):
+            fig.js_on_change(name, square)
+        for axis in (fig.x_range, fig.y_range):
+            axis.js_on_change("start", square)
+            axis.js_on_change("end", square)
+        for tool in fig.tools:
+            if type(tool).__name__ == "BoxZoomTool":
+                tool.match_aspect = True  # a box zoom keeps pixels square too
         self.figure, self._source, self._tool = fig, source, tool
         self.set_brush()
         self.sync_strokes(force=True)
@@ -429,6 +505,15 @@ class Canvas:
                 return empty
             return uncertainty_rgba(downsample(seg.uncertainty, self._step),
                                     len(seg.model.classes_), view.opacity)
+        if view.view == "probability":
+            model, proba = seg.model, seg.probabilities
+            ids = [] if model is None else [int(c) for c in model.classes_]
+            if proba is None or view.class_id not in ids:
+                return empty
+            k = ids.index(view.class_id)
+            color = {c.id: c.color for c in seg.classes}.get(view.class_id, "#000000")
+            return probability_rgba(downsample(proba[:, :, k], self._step), color,
+                                    view.opacity)
         if seg.segmentation is None:
             return empty
         return segmentation_rgba(downsample(seg.segmentation, self._step), seg.classes,

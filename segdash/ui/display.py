@@ -65,6 +65,30 @@ def uncertainty_rgba(uncertainty: np.ndarray, n_classes: int, opacity: float) ->
     return out
 
 
+def probability_rgba(probability: np.ndarray, color: str, opacity: float) -> np.ndarray:
+    """``(H, W, 4)`` uint8: ``color`` (``"#rrggbb"``, the class's), as opaque as the class
+    is probable (``probability`` 0..1, ``(H, W)``) times ``opacity``."""
+    level = np.clip(np.nan_to_num(np.asarray(probability, dtype=np.float32)), 0.0, 1.0)
+    out = np.empty((*level.shape, 4), dtype=np.uint8)
+    out[:, :, :3] = hex_to_rgb(color)
+    out[:, :, 3] = np.round(level * (255 * _unit(opacity))).astype(np.uint8)
+    return out
+
+
+def legend_html(label: str, color: str, opacity: float) -> str:
+    """A colour bar from 0 to 1 for an overlay of ``color`` whose opacity grows with a
+    value (the uncertainty and probability views); ``label`` (a class name may be in it)
+    is escaped."""
+    r, g, b = hex_to_rgb(color)
+    top = _unit(opacity)
+    return (
+        '<div class="segdash-legend-bar" style="display:flex;align-items:center;gap:6px;'
+        'font-size:13px"><span>0</span><span style="display:inline-block;width:160px;'
+        f'height:12px;border:1px solid #888;background:linear-gradient(to right, '
+        f'rgba({r},{g},{b},0), rgba({r},{g},{b},{top:.2f}))"></span><span>1</span>'
+        f'<span class="segdash-legend-label">{html.escape(str(label))}</span></div>')
+
+
 def _unit(value: float) -> float:
     return min(max(float(value), 0.0), 1.0)
 

@@ -248,6 +248,16 @@ class SessionWorker:
         return not self._idle.is_set()
 
     @property
+    def running(self) -> tuple[str, float] | None:
+        """What the running job is doing and when it started (``time.monotonic()``), or
+        None while no job runs."""
+        with self._lock:
+            job = self._current
+        if job is None or job.abandoned:
+            return None
+        return job.what, job.started or time.monotonic()
+
+    @property
     def stuck(self) -> int:
         """Abandoned jobs of this session still running in the background."""
         return self._stuck

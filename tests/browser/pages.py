@@ -66,6 +66,23 @@ OVERLAY_JS = """() => {""" + _JS_LIB + """
   return {shape: img.shape, opaque: opaque, colours: hex.sort()};
 }"""
 
+# The image under the overlay (first ImageRGBA): shape, mean of R, G, B over opaque pixels,
+# whether every pixel is grey (R = G = B), and a checksum of its bytes.
+BASE_JS = """() => {""" + _JS_LIB + """
+  const imgs = views('ImageRGBA');
+  if (imgs.length < 1) return null;
+  const img = col(imgs[0].model.data_source, 'image')[0];
+  const packed = new Uint32Array(img.buffer, img.byteOffset, img.length);
+  let r = 0, g = 0, b = 0, grey = true, sum = 0;
+  for (const p of packed) {
+    const pr = p & 0xff, pg = (p >> 8) & 0xff, pb = (p >> 16) & 0xff;
+    r += pr; g += pg; b += pb; sum = (sum * 31 + pr + 7 * pg + 13 * pb) % 1000000007;
+    if (pr !== pg || pg !== pb) grey = false;
+  }
+  const n = packed.length || 1;
+  return {shape: img.shape, mean: [r / n, g / n, b / n], grey: grey, checksum: sum};
+}"""
+
 # The freehand tool's stamp for the next stroke.
 BRUSH_JS = """() => {
   const v = Bokeh.index.query_one((v) => v.model.type === 'FreehandDrawTool');
@@ -143,6 +160,20 @@ def wait_status(page: Page, pattern: str, timeout: float = 60_000) -> str:
     locator = page.locator(".segdash-status pre", has_text=re.compile(pattern))
     locator.wait_for(timeout=timeout)
     return locator.inner_text()
+
+
+def base_image(page: Page) -> dict | None:
+    """What the page shows of the image itself (see ``BASE_JS``)."""
+    return page.evaluate(BASE_JS)
+
+
+def open_card(page: Page, title: str) -> None:
+    """Unfold a sidebar card (Features and Classifier start folded)."""
+    card = page.locator(f".segdash-card-{title.lower().replace(' ', '-')}").first
+    header = card.locator(".card-header").first
+    if "collapsed" in (card.get_attribute("class") or "") or not card.locator(
+            ".bk-input-group, .bk-panel-models-widgets").first.is_visible():
+        header.click()
 
 
 def strokes(page: Page) -> list[dict]:

@@ -26,6 +26,7 @@ from .pages import (
     W,
     download,
     open_app,
+    open_card,
     paint_two_classes,
     strokes,
     upload,
@@ -123,6 +124,7 @@ def test_a_broken_plugin_is_listed_on_the_page_and_the_built_ins_still_work(
     shown = wait_overlay(page, H * W)
     assert sorted(shown["colours"]) == sorted([ORANGE, BLUE])
     # The features used are the built-in ones: the broken plugin is not selected.
+    open_card(page, "Features")
     choices = page.locator(".bk-input-group", has_text="Feature extractors")
     assert "basic" in choices.inner_text() and PLUGIN_NAME not in choices.inner_text()
     assert unexpected_console_errors(console) == []

@@ -28,6 +28,7 @@ from .pages import (
     error_text,
     frame,
     open_app,
+    open_card,
     overlay,
     paint,
     paint_two_classes,
@@ -132,6 +133,7 @@ def test_switching_the_classifier_changes_the_result(page, server, console, tmp_
     paint_two_classes(page)
     wait_status(page, r"trained random_forest")
     forest = np.asarray(Image.open(download(page, "Label image", tmp_path / "rf")))
+    open_card(page, "Classifier")
     page.locator("select").filter(has_text="gradient_boosting").select_option(
         "gradient_boosting")
     wait_status(page, r"trained gradient_boosting")

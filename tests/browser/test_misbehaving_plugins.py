@@ -14,7 +14,7 @@ import pytest
 
 from ..test_plugins import make_distribution
 from .conftest import serving
-from .pages import H, W, open_app, paint_two_classes, wait_overlay, wait_status
+from .pages import H, W, open_app, open_card, paint_two_classes, wait_overlay, wait_status
 from .test_annotations_and_plugins import unexpected_console_errors
 
 PLUGIN = '''
@@ -56,6 +56,7 @@ def plugin_server(tmp_path_factory):
 
 
 def choose_classifier(page, name: str) -> None:
+    open_card(page, "Classifier")
     page.locator(".bk-input-group", has_text="Classifier").locator("select").select_option(name)
 
 

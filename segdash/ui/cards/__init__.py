@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from .apply import ApplyCard
 from .base import MAX_UPLOAD_BYTES, Card, CardContext
 from .classes import ClassesCard
+from .display import DisplayCard
 from .features import ClassifierCard, FeaturesCard
 from .files import FilesCard
 from .image import IMAGE_ACCEPT, ImageCard
@@ -31,6 +32,7 @@ __all__ = [
     "Cards",
     "ClassesCard",
     "ClassifierCard",
+    "DisplayCard",
     "FeaturesCard",
     "FilesCard",
     "ImageCard",
@@ -46,6 +48,7 @@ class Cards:
 
     project: ProjectCard
     image: ImageCard
+    display: DisplayCard
     classes: ClassesCard
     strokes: StrokesCard
     features: FeaturesCard
@@ -58,7 +61,7 @@ class Cards:
     def build(cls, context: CardContext) -> Cards:
         """Every card of one session."""
         return cls(project=ProjectCard(context), image=ImageCard(context),
-                   classes=ClassesCard(context),
+                   display=DisplayCard(context), classes=ClassesCard(context),
                    strokes=StrokesCard(context), features=FeaturesCard(context),
                    classifier=ClassifierCard(context), results=ResultsCard(context),
                    files=FilesCard(context), apply=ApplyCard(context))

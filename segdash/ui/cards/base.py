@@ -72,6 +72,8 @@ class Card(pn.viewable.Viewer):
     watches: ClassVar[tuple[str, ...]] = ()
     #: Shown only while the session holds a project (kept up to date by :meth:`_show_if_project`).
     project_only: ClassVar[bool] = False
+    #: Folded (title only) until the user opens it: settings rarely changed.
+    collapsed: ClassVar[bool] = False
 
     def __init__(self, context: CardContext, **params: Any) -> None:
         super().__init__(**params)
@@ -91,8 +93,11 @@ class Card(pn.viewable.Viewer):
 
     def __panel__(self) -> pn.Card:
         if self._layout is None:
+            css = "segdash-card-" + self.title.lower().replace(" ", "-")
             self._layout = pn.Card(*self.controls(), title=self.title,
-                                   sizing_mode="stretch_width", margin=(5, 0))
+                                   sizing_mode="stretch_width", margin=(5, 0),
+                                   collapsed=self.collapsed,
+                                   css_classes=[css])
             self._show_if_project()
         return self._layout
 

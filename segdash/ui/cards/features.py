@@ -47,6 +47,7 @@ class FeaturesCard(_SettingsCard):
 
     title = "Features"
     watches = ("features",)
+    collapsed = True
 
     def __init__(self, context: CardContext, **params: Any) -> None:
         super().__init__(context, **params)
@@ -90,6 +91,7 @@ class ClassifierCard(_SettingsCard):
 
     title = "Classifier"
     watches = ("classifier",)
+    collapsed = True
 
     def __init__(self, context: CardContext, **params: Any) -> None:
         super().__init__(context, **params)

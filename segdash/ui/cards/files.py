@@ -23,6 +23,7 @@ class FilesCard(Card):
         self.download_labels = self._download("labels", "Label image", "labels.png")
         self.download_overlay = self._download("overlay", "Coloured overlay (PNG)",
                                                "overlay.png")
+        self.download_proba = self._download("proba", "Probabilities (TIFF)", "proba.tif")
         self.download_model = self._download("model", "Model (.skops)", "model.skops")
         self.download_annotations = self._download("annotations", "Annotations (JSON)",
                                                    "annotations.json", disabled=False)
@@ -32,7 +33,8 @@ class FilesCard(Card):
                                                       self._load_annotations, whole=True)
 
     def controls(self) -> list[Any]:
-        return [self.download_labels, self.download_overlay, self.download_model,
+        return [self.download_labels, self.download_overlay, self.download_proba,
+                self.download_model,
                 self.download_annotations,
                 note("Apply a model (.skops):"), self.model_upload,
                 note("Restore annotations (.json):"), self.annotations_upload]
@@ -45,6 +47,7 @@ class FilesCard(Card):
         large = seg.source is not None
         self.download_labels.disabled = not (ready or (large and seg.model is not None))
         self.download_overlay.disabled = not ready or large
+        self.download_proba.disabled = not ready or large
         self.download_model.disabled = seg.model is None
 
     def _download(self, kind: str, label: str, filename: str,
