@@ -209,7 +209,7 @@ def main() -> None:
             page.wait_for_function(
                 "(() => { const v = Bokeh.index.query_one((v) => v.frame != null && "
                 "v.canvas_view != null); return v.model.x_range.end - v.model.x_range.start"
-                " < 700; })()")
+                " < 1400; })()")  # the responsive plot widens one range: square pixels
             time.sleep(1.0)
             lat = stroke_latencies(page, args.side, (c - 250, r - 250), (c + 60, r - 250),
                                    args.strokes)
