@@ -63,7 +63,8 @@ def main(out: Path = ROOT / "docs" / "screenshot.png") -> int:
                 page.get_by_text("ihc.jpg: 512x512").wait_for(timeout=60_000)
                 page.wait_for_function(
                     "() => { const v = Bokeh.index.query_one((v) => v.frame != null && "
-                    "v.canvas_view != null); return v && v.model.x_range.end === 512; }")
+                    "v.canvas_view != null); return v && v.model.x_range.end >= 512"
+                    " && v.model.y_range.end >= 512; }")  # one range widened: square pixels
                 rename(page, "stroma")
                 timed_stroke(page, [(150, 272), (240, 292)], False)
                 timed_stroke(page, [(440, 250), (470, 350), (480, 450)], False)
