@@ -6,7 +6,12 @@ The reference is the pipeline segdash descends from: ``multiscale_basic_features
 against the scene's true labels, averaged over three seeds of each side's forest (one seed
 swings a scene's accuracy by up to 2 points).
 
-Run: ``.venv/bin/python benchmarks/accuracy.py [--size N]``
+``--useful`` also measures "Keep only the useful features" (:mod:`segdash.importance`):
+per scene, the default model's importance picks the families and scales that matter, a
+model is retrained with only those, and its accuracy and the time of features + predict
+(the cost of every new image and of every update) are set beside the defaults'.
+
+Run: ``.venv/bin/python benchmarks/accuracy.py [--size N] [--useful [--keep 0.9]]``
 """
 
 from __future__ import annotations
@@ -52,6 +57,68 @@ def segdash_predict(scene: Scene, seed: int = 0, **fit_args) -> np.ndarray:
 SEEDS = (0, 1, 2)
 
 
+def useful_predict(scene: Scene, seed: int = 0, keep: float = 0.9,
+                   **fit_args) -> tuple[np.ndarray, dict]:
+    """The default model's useful features (:func:`segdash.importance.useful_settings`),
+    a model retrained with only them, its prediction; and what it costs:
+    ``{"features": (full, kept), "seconds": (full, kept)}``, seconds of features + predict
+    on the scene's image (median of 3)."""
+    from segdash.importance import feature_importance, useful_settings
+    from segdash.model import painted_rows
+
+    img, labels = scene.image, scene.labels
+    params = {"random_state": seed}
+    full = segdash.fit(img, labels, classifier_params=params, **fit_args)
+    X, y = painted_rows(full.feature_codes(img), labels)
+    settings = useful_settings(feature_importance(full, X, y), full.stack, keep)
+    kept = segdash.fit(img, labels, classifier_params=params, feature_params=settings,
+                       features=full.stack.names, **fit_args)
+
+    def cost(model) -> float:
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            model.predict(img)
+            times.append(time.perf_counter() - t)
+        return float(np.median(times))
+
+    return kept.predict(img), {"features": (len(full.feature_names), len(kept.feature_names)),
+                               "seconds": (cost(full), cost(kept))}
+
+
+def run_useful(size: int = 512, keep: float = 0.9, classifier: str = "random_forest",
+               out=print) -> list[dict]:
+    """Accuracy and cost of the kept-useful model against the defaults, every scene."""
+    rows = []
+    out(f"keep only the useful features ({classifier}, importance share {keep:g}) on "
+        f"{size}x{size} scenes, mean of {len(SEEDS)} seeds; time = features + predict")
+    out(f"{'scene':30s} {'defaults':>8s} {'kept':>8s} {'gain':>6s} {'features':>9s} "
+        f"{'time':>15s} {'faster':>7s}")
+    for make in SCENES:
+        scene = make(size)
+        full_acc, kept_acc, info = [], [], []
+        for s in SEEDS:
+            full_acc.append((segdash_predict(scene, s, classifier=classifier)
+                             == scene.truth).mean())
+            pred, got = useful_predict(scene, s, keep, classifier=classifier)
+            kept_acc.append((pred == scene.truth).mean())
+            info.append(got)
+        nf = (info[0]["features"][0], float(np.mean([i["features"][1] for i in info])))
+        sec = np.median([i["seconds"] for i in info], axis=0)
+        r = {"scene": scene.name, "defaults": float(np.mean(full_acc)),
+             "kept": float(np.mean(kept_acc)), "features": nf, "seconds": tuple(sec)}
+        rows.append(r)
+        out(f"{scene.name:30s} {100 * r['defaults']:7.1f}% {100 * r['kept']:7.1f}% "
+            f"{100 * (r['kept'] - r['defaults']):+5.1f} {nf[0]:4d}->{nf[1]:<4.0f} "
+            f"{1000 * sec[0]:6.0f}->{1000 * sec[1]:<5.0f}ms {sec[0] / sec[1]:6.1f}x")
+    d = np.mean([r["defaults"] for r in rows])
+    k = np.mean([r["kept"] for r in rows])
+    speed = np.mean([r["seconds"][0] / r["seconds"][1] for r in rows])
+    out(f"{'mean':30s} {100 * d:7.1f}% {100 * k:7.1f}% {100 * (k - d):+5.1f} "
+        f"{'':9s} {'':15s} {speed:6.1f}x")
+    return rows
+
+
 def run(size: int = 512, out=print) -> list[dict]:
     """Evaluate every scene; print and return one row per scene."""
     rows = []
@@ -88,8 +155,16 @@ def run(size: int = 512, out=print) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--useful", action="store_true",
+                        help="only 'keep only the useful features' against the defaults")
+    parser.add_argument("--keep", type=float, default=0.9,
+                        help="share of the importance the kept families/scales cover")
+    parser.add_argument("--classifier", default="random_forest")
     args = parser.parse_args()
-    run(args.size)
+    if args.useful:
+        run_useful(args.size, args.keep, args.classifier)
+    else:
+        run(args.size)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ extractors receive.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -124,7 +126,8 @@ class FeatureExtractor(param.Parameterized):
     parameters are the settings and the class builds with no arguments.
 
     Optional hooks, with their defaults: :meth:`quantizer`, :meth:`compute_codes`,
-    :meth:`compute_codes_inner`, :attr:`code_bytes`.
+    :meth:`compute_codes_inner`, :attr:`code_bytes`, :meth:`feature_groups`,
+    :meth:`trimmed_settings`.
     """
 
     #: Bytes per feature and pixel that :meth:`compute_codes` needs at its peak (tiling
@@ -197,6 +200,48 @@ class FeatureExtractor(param.Parameterized):
         return codes[cy:codes.shape[0] - cy, cx:codes.shape[1] - cx]
 
 
+    def feature_groups(self, n_channels: int) -> list[tuple[str, float | None]]:
+        """The family and scale of each of the F features: ``[(family, sigma), ...]``, in
+        output order; sigma in pixels, or None for a feature without a scale.
+
+        Feature importance is summed by family and by scale with it
+        (:mod:`segdash.importance`). Default: read from :meth:`feature_names`: a
+        ``sigma=S`` word is the scale, and the name without it and without a leading
+        channel word (``ch0``, ``mean``) is the family.
+        """
+        return [_group_of_name(n) for n in self.feature_names(n_channels)]
+
+    def trimmed_settings(self, families: Collection[str],
+                         scales: Collection[float]) -> dict[str, Any] | None:
+        """Settings that compute only ``families`` at (about) ``scales``, or None when the
+        extractor cannot be trimmed.
+
+        "Keep only the useful features" (:func:`segdash.importance.useful_settings`)
+        retrains with these. ``families`` and ``scales`` are among those of
+        :meth:`feature_groups`. Default: None.
+        """
+        return None
+
+
+_CHANNEL_WORD = re.compile(r"^(ch\d+|mean)$")
+
+
+def _group_of_name(name: str) -> tuple[str, float | None]:
+    """``(family, sigma)`` of a feature named like ``"ch0 sigma=2 edges"``."""
+    words, sigma = [], None
+    for i, word in enumerate(name.split()):
+        if word.startswith("sigma="):
+            try:
+                sigma = float(word[6:])
+                continue
+            except ValueError:
+                pass
+        if i == 0 and _CHANNEL_WORD.match(word):
+            continue
+        words.append(word)
+    return " ".join(words) or name, sigma
+
+
 class Classifier(param.Parameterized):
     """A classifier entry: its parameters are hyper-parameters; :meth:`build` makes an
     unfitted scikit-learn-compatible estimator (``fit``, ``predict_proba``, ``classes_``).
@@ -224,6 +269,8 @@ HOOKS: dict[str, type] = {
     "compute_codes": FeatureExtractor,
     "compute_codes_inner": FeatureExtractor,
     "code_bytes": FeatureExtractor,
+    "feature_groups": FeatureExtractor,
+    "trimmed_settings": FeatureExtractor,
     "trusted_types": Classifier,
     "fit_threads": Classifier,
     "smoothing": Classifier,

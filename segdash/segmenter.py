@@ -23,6 +23,7 @@ from .classes import ClassInfo, classes_from_dicts, default_class
 from .codes import channel_range
 from .contract import hook, image_channels, prepare_image, settings_of
 from .errors import ImageError, ProjectError, SegdashError
+from .importance import DEFAULT_KEEP, Importance, feature_importance, useful_settings
 from .io.naming import result_name
 from .io.pyramid import LARGE_PIXELS, Pyramid, default_downsample, pyramid_of
 from .io.read import read_image, read_untrusted
@@ -34,6 +35,7 @@ from .model import (
     check_labels,
     fit,
     model_from_bytes,
+    painted_rows,
     shared_quantizer,
 )
 from .ondemand import ByteCache, TiledImage, scale_strokes
@@ -148,6 +150,8 @@ class Segmenter(param.Parameterized):
         self._tiled_sample: np.ndarray | None = None
         self._result_key = 0
         self._bounds: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
+        #: Feature settings before "keep only the useful features" (None: not used).
+        self._before_useful: dict[str, dict[str, Any]] | None = None
         _warm_up_once()
         if image is not None:
             self.set_image(image)
@@ -1159,6 +1163,73 @@ class Segmenter(param.Parameterized):
         model = model_from_bytes(data)
         self.apply_model(model)
         return model
+
+    # -- feature importance -----------------------------------------------------------
+
+    def feature_importance(self) -> Importance | None:
+        """Importance of the current model's features by family and scale
+        (:func:`segdash.importance.feature_importance`); None without a model.
+
+        A permutation importance (estimators without ``feature_importances_``) is measured
+        on the painted pixels of the image on screen, from its cached codes.
+
+        Raises
+        ------
+        ValueError
+            The importance cannot be measured (a permutation with no codes at hand, or the
+            feature settings changed since the model was trained).
+        """
+        model = self.model
+        if model is None:
+            return None
+        with self._lock:
+            cache, labels = self._cache, self.labels
+        X = y = None
+        if (cache is not None and labels is not None and cache[1] is model.quantizer
+                and cache[0].shape[:2] == labels.shape):
+            X, y = painted_rows(cache[0], labels)
+        return feature_importance(model, X, y)
+
+    def keep_useful_features(self, keep: float = DEFAULT_KEEP) -> dict[str, dict[str, Any]]:
+        """Retrain with only the feature families and scales the current model relies on
+        (:func:`segdash.importance.useful_settings`); :meth:`restore_features` goes back.
+
+        Returns
+        -------
+        dict
+            The new settings, ``{extractor name: {setting: value}}``.
+
+        Raises
+        ------
+        ValueError
+            No model yet, or its importance cannot be measured.
+        """
+        model = self.model
+        if model is None:
+            raise ValueError("train a model first: importance comes from a trained model")
+        importance = self.feature_importance()
+        settings = useful_settings(importance, model.stack, keep)
+        if self._before_useful is None:
+            self._before_useful = {n: settings_of(self.extractor(n)) for n in settings}
+        self._set_feature_settings(settings)
+        return settings
+
+    @property
+    def can_restore_features(self) -> bool:
+        """:meth:`keep_useful_features` changed the settings and they were not restored."""
+        return self._before_useful is not None
+
+    def restore_features(self) -> None:
+        """The feature settings from before :meth:`keep_useful_features` (then retrains)."""
+        before, self._before_useful = self._before_useful, None
+        self._set_feature_settings(before or {})
+
+    def _set_feature_settings(self, settings: dict[str, dict[str, Any]]) -> None:
+        """Set extractors' settings and retrain (live update retrains by itself)."""
+        for name, values in settings.items():
+            self.extractor(name).param.update(**values)  # one event per extractor
+        if settings and not self.live_update and self.image_shape is not None:
+            self.run_training(self.train)
 
     # -- result files -----------------------------------------------------------------
 

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                               "segdash.features.basic_kernels", "segdash.classifiers")),
     ("model parts", ("segdash.stack", "segdash.treewalk", "segdash.postprocess")),
     ("model files", ("segdash.modelfile",)),
-    ("model", ("segdash.model",)),
+    ("model", ("segdash.model", "segdash.importance")),
     ("io", ("segdash.io", "segdash.io.read", "segdash.io.naming", "segdash.io.write",
             "segdash.io.render", "segdash.io.sources", "segdash.io.pyramid")),
     ("project", ("segdash.project",)),

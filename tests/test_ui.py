@@ -274,7 +274,8 @@ def test_each_session_has_its_own_segmenter(app):
 def test_sidebar_is_one_card_per_step_in_the_order_they_are_used(app):
     cards = list(app.cards)
     assert [c.title for c in cards] == ["Project", "Image", "Display", "Classes", "Strokes",
-                                        "Features", "Classifier", "Results", "Files",
+                                        "Features", "Classifier", "Results",
+                                        "Feature importance", "Files",
                                         "Apply to project"]
     assert all(isinstance(c, Card) for c in cards) and app.sidebar() == cards
     assert [c.__panel__().title for c in cards] == [c.title for c in cards]

@@ -19,6 +19,8 @@ operations wherever it lies, so features of a crop equal the crop of the feature
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
+from typing import Any
 
 import numpy as np
 import param
@@ -167,6 +169,35 @@ class BasicFeatures(FeatureExtractor):
             for f in self._scale_families(fams, k)
             for name in _FAMILY_NAMES[f]
         ]
+
+    def feature_groups(self, n_channels: int) -> list[tuple[str, float | None]]:
+        """``(family, sigma)`` of each feature, in output order; the families are the
+        names of the on/off settings (``intensity``, ..., ``structure``)."""
+        return [
+            (f, float(s))
+            for _, fams in self._layout(n_channels)
+            for k, s in enumerate(self.sigmas)
+            for f in self._scale_families(fams, k)
+            for _ in _FAMILY_NAMES[f]
+        ]
+
+    def trimmed_settings(self, families: Collection[str],
+                         scales: Collection[float]) -> dict[str, Any] | None:
+        """These settings with only ``families`` switched on and the scales from the
+        smallest to the largest of ``scales`` (the scales in between are kept: the
+        cascade computes them anyway). None when no family of ``basic`` is named."""
+        keep = [f for f in FLAG_ORDER if f in set(families)]
+        if not keep:
+            return None
+        out: dict[str, Any] = {f: f in keep for f in FLAG_ORDER}
+        if scales:
+            lo, hi = float(min(scales)), float(max(scales))
+            out["sigma_min"], out["sigma_max"] = lo, hi
+            if self.num_sigma is not None:
+                mine = self.sigmas
+                out["num_sigma"] = max(1, int(np.count_nonzero(
+                    (mine >= lo * (1 - 1e-9)) & (mine <= hi * (1 + 1e-9)))))
+        return out
 
     # -- computation -------------------------------------------------------------------
 

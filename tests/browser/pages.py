@@ -83,6 +83,33 @@ BASE_JS = """() => {""" + _JS_LIB + """
   return {shape: img.shape, mean: [r / n, g / n, b / n], grey: grey, checksum: sum};
 }"""
 
+# Marks the overlay image now shown (a new one is another array object), returns its count.
+MARK_OVERLAY_JS = """() => {""" + _JS_LIB + """
+  const imgs = views('ImageRGBA');
+  window.__segdash_marked = imgs.length < 2 ? null
+    : col(imgs[imgs.length - 1].model.data_source, 'image')[0];
+  return imgs.length;
+}"""
+
+# True once the overlay shows another image than the one marked by MARK_OVERLAY_JS.
+NEW_OVERLAY_JS = """() => {""" + _JS_LIB + """
+  const imgs = views('ImageRGBA');
+  if (imgs.length < 2) return false;
+  const img = col(imgs[imgs.length - 1].model.data_source, 'image')[0];
+  return img != null && img !== window.__segdash_marked;
+}"""
+
+# The bar charts (VBar glyphs): per chart, its bar names and heights.
+BARS_JS = """() => {""" + _JS_LIB + """
+  return views('VBar').map((v) => {
+    const ds = v.model.data_source, n = ds.get_length() || 0;
+    const key = [...(ds.data instanceof Map ? ds.data.keys() : Object.keys(ds.data))]
+      .find((k) => k !== 'top' && typeof col(ds, k)[0] === 'string');
+    const names = key ? [...col(ds, key)] : [];
+    return {n: n, names: names, top: [...col(ds, v.model.glyph.top.field)]};
+  });
+}"""
+
 # The freehand tool's stamp for the next stroke.
 BRUSH_JS = """() => {
   const v = Bokeh.index.query_one((v) => v.model.type === 'FreehandDrawTool');
@@ -189,6 +216,21 @@ def wait_overlay(page: Page, opaque: int, timeout: float = 30_000) -> dict:
     page.wait_for_function(f"(({OVERLAY_JS})() || {{}}).opaque === {int(opaque)}",
                            timeout=timeout)
     return overlay(page)
+
+
+def mark_overlay(page: Page) -> None:
+    """Remember the overlay now shown, for :func:`wait_new_overlay`."""
+    page.evaluate(MARK_OVERLAY_JS)
+
+
+def wait_new_overlay(page: Page, timeout: float = 30_000) -> None:
+    """Wait until the overlay shows another image than the one :func:`mark_overlay` saw."""
+    page.wait_for_function(NEW_OVERLAY_JS, timeout=timeout, polling="raf")
+
+
+def bar_charts(page: Page) -> list[dict]:
+    """The page's bar charts: ``[{"n": bars, "names": [...], "top": [...]}, ...]``."""
+    return page.evaluate(BARS_JS)
 
 
 def download(page: Page, label: str, folder: Path) -> Path:

@@ -19,6 +19,7 @@ from .display import DisplayCard
 from .features import ClassifierCard, FeaturesCard
 from .files import FilesCard
 from .image import IMAGE_ACCEPT, ImageCard
+from .importance import ImportanceCard
 from .project import ProjectCard
 from .results import ResultsCard
 from .strokes import StrokesCard
@@ -36,6 +37,7 @@ __all__ = [
     "FeaturesCard",
     "FilesCard",
     "ImageCard",
+    "ImportanceCard",
     "ProjectCard",
     "ResultsCard",
     "StrokesCard",
@@ -54,6 +56,7 @@ class Cards:
     features: FeaturesCard
     classifier: ClassifierCard
     results: ResultsCard
+    importance: ImportanceCard
     files: FilesCard
     apply: ApplyCard
 
@@ -64,6 +67,7 @@ class Cards:
                    display=DisplayCard(context), classes=ClassesCard(context),
                    strokes=StrokesCard(context), features=FeaturesCard(context),
                    classifier=ClassifierCard(context), results=ResultsCard(context),
+                   importance=ImportanceCard(context),
                    files=FilesCard(context), apply=ApplyCard(context))
 
     def __iter__(self) -> Iterator[Card]:
