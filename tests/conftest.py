@@ -29,7 +29,14 @@ def two_texture_image(size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.nd
 def scribbles(size: int = 128) -> np.ndarray:
     """Painted strokes: class 2 as a cross and a ring inside the disc, class 1 along the
     four sides of the background."""
-    from segdash.strokes import Stroke, rasterize_strokes
+    from segdash.strokes import rasterize_strokes
+
+    return rasterize_strokes(scribble_strokes(size), (size, size))
+
+
+def scribble_strokes(size: int = 128) -> list:
+    """The strokes of :func:`scribbles`."""
+    from segdash.strokes import Stroke
 
     c, r = size / 2, size / 3.2
     t = np.linspace(0, 2 * np.pi, 60)
@@ -39,7 +46,7 @@ def scribbles(size: int = 128) -> np.ndarray:
         Stroke(tuple(c + 0.7 * r * np.cos(t)), tuple(c + 0.7 * r * np.sin(t)), 2, 3),
         Stroke((6, size - 6, size - 6, 6, 6), (6, 6, size - 6, size - 6, 6), 1, 3),
     ]
-    return rasterize_strokes(strokes, (size, size))
+    return strokes
 
 
 @pytest.fixture
