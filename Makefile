@@ -9,7 +9,7 @@ STAMP := $(VENV)/.segdash-installed
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 PORT ?= 5006
 
-.PHONY: install test serve browser lint bench bench-batch clean
+.PHONY: install test serve browser lint bench bench-batch bench-browser clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: $(STAMP)
 # segdash apply on an 8192 x 8192 RGB image: peak memory and megapixels/s (local, LocalCluster)
 bench-batch: $(STAMP)
 	$(PY) benchmarks/batch_memory.py
+
+# mouse-up -> overlay drawn in Chromium on the served page, 1024² RGB, and where the time goes
+bench-browser: $(STAMP) browser
+	$(PY) benchmarks/latency_browser.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV)

@@ -429,8 +429,14 @@ def check_targets_12(get: Callable, acc: list[dict] | None, out: Callable[[str],
     else:
         checks.append(("batch 8192² RGB >= 6.2 MP/s (2x 3.1)", False,
                        "not measured: run make bench-batch first"))
-    checks.append(("mouse-up -> overlay in Chromium p50 < 250 ms, p95 < 500 ms", False,
-                   "no benchmark script yet"))
+    import latency_browser
+
+    browser = latency_browser.last_result()
+    if browser:
+        checks += latency_browser.targets(browser)
+    else:
+        checks.append(("mouse-up -> overlay in Chromium p50 < 250 ms, p95 < 500 ms", False,
+                       "not measured: run make bench-browser first"))
     for what, ok, fig in checks:
         out(f"  [{'met' if ok else 'NOT MET':7s}] {what}: {fig}")
 

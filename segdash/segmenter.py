@@ -6,6 +6,7 @@ renders it and watches its output parameters; tests and notebooks drive it direc
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -45,6 +46,9 @@ from .stack import FeatureStack
 from .strokes import Stroke, rasterize_strokes, strokes_from_json, strokes_to_json
 from .treewalk import compile_trees, predict_proba_codes
 
+#: Where an update's time goes (debug level: ``SEGDASH_TIMING=1 segdash serve`` shows it;
+#: benchmarks/latency_browser.py reads it).
+timing_log = logging.getLogger("segdash.timing")
 #: Default bytes of a large image's tile cache (``segdash serve --cache-gb``).
 DEFAULT_CACHE_BYTES = 1_000_000_000
 #: Most tiles one view of a large image computes (zoom in, or work coarser, for more).
@@ -1049,8 +1053,10 @@ class Segmenter(param.Parameterized):
                               probabilities=None, uncertainty=None)
             return None
         self.busy = True
+        clock = [time.perf_counter()]  # start, features, fit, predict
         try:
             codes = self.feature_codes()
+            clock.append(time.perf_counter())
             quantizer = self._quantizer_of(codes)
             with self._lock:
                 moved = self.image is not image or (self.current, self.frame) != (current, frame)
@@ -1071,7 +1077,9 @@ class Segmenter(param.Parameterized):
                 )
                 model.classes = [self._class_or(c) for c in model.classes]
                 painted = None
+            clock.append(time.perf_counter())
             proba = model.predict_proba_codes(codes)
+            clock.append(time.perf_counter())
         except (SegdashError, ValueError) as exc:
             with self._lock:
                 if generation == self._generation:
@@ -1095,6 +1103,10 @@ class Segmenter(param.Parameterized):
             what = (f"{painted} painted pixels" if painted is not None else
                     f"the painted pixels of {len(self.project.painted())} image(s)/frame(s)")
             self._publish(model, proba, f"trained {self.classifier} on {what}")
+        if timing_log.isEnabledFor(logging.DEBUG):
+            ms = [1000 * (b - a) for a, b in zip(clock, [*clock[1:], time.perf_counter()])]
+            timing_log.debug("train features=%.1f fit=%.1f predict=%.1f publish=%.1f ms "
+                             "end=%.3f", *ms, time.time())
         return model
 
     def _class_or(self, info: ClassInfo) -> ClassInfo:

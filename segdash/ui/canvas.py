@@ -27,6 +27,7 @@ pixels stay square at any window shape.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar, NamedTuple
@@ -52,6 +53,7 @@ from .display import (
 )
 
 log = logging.getLogger("segdash.ui")
+timing_log = logging.getLogger("segdash.timing")
 
 #: Largest plot frame, in screen pixels; the image is fitted inside keeping its aspect.
 FRAME_MAX_WIDTH = 760
@@ -476,6 +478,7 @@ class Canvas:
         rows = _browser_rows(data, self._brush)
         if _same_rows(rows, self._drawn):
             return
+        timing_log.debug("stroke received at=%.3f", time.time())
         k = len(self._drawn)
         seg = self.segmenter
         h = seg.image_shape[0]
@@ -525,8 +528,15 @@ class Canvas:
             return
         if self.segmenter.source is not None:
             self._pipe.send(None)  # the viewport's overlay is made by _overlay_element
-        else:
-            self._pipe.send(self._overlay_data())
+            return
+        t0 = time.perf_counter()
+        data = self._overlay_data()
+        t1 = time.perf_counter()
+        self._pipe.send(data)  # HoloViews -> Bokeh models; sent once the callback returns
+        if timing_log.isEnabledFor(logging.DEBUG):
+            timing_log.debug("overlay rgba=%.1f send=%.1f ms shape=%s end=%.3f",
+                             1000 * (t1 - t0), 1000 * (time.perf_counter() - t1),
+                             "x".join(map(str, data.shape)), time.time())
 
     @property
     def overlay(self) -> np.ndarray | None:

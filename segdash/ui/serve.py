@@ -486,6 +486,8 @@ def run_cli(argv: Sequence[str]) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                                                    "%(message)s")
+    if os.environ.get("SEGDASH_TIMING"):  # where each update's time goes (docs/performance.md)
+        logging.getLogger("segdash.timing").setLevel(logging.DEBUG)
     server.invoke(args)
     return 0
 
