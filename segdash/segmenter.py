@@ -1104,7 +1104,8 @@ class Segmenter(param.Parameterized):
                     f"the painted pixels of {len(self.project.painted())} image(s)/frame(s)")
             self._publish(model, proba, f"trained {self.classifier} on {what}")
         if timing_log.isEnabledFor(logging.DEBUG):
-            ms = [1000 * (b - a) for a, b in zip(clock, [*clock[1:], time.perf_counter()])]
+            ends = [*clock[1:], time.perf_counter()]
+            ms = [1000 * (b - a) for a, b in zip(clock, ends, strict=True)]
             timing_log.debug("train features=%.1f fit=%.1f predict=%.1f publish=%.1f ms "
                              "end=%.3f", *ms, time.time())
         return model
