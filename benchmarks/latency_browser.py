@@ -5,7 +5,9 @@ Serves a ``--size``² RGB image (the astronaut photograph tiled, as ``make bench
 paints two classes (the first segmentation, not timed), then paints ``--strokes`` more
 strokes one after another. For each, the page records the time of the mouse-up
 (``pointerup``) and the time a frame first shows another overlay image in the Bokeh data
-source (polled on every animation frame); the next stroke waits for it.
+source (polled on every animation frame). On images of a megapixel or more the session
+shows a preview first (every other pixel, ``Segmenter.preview``) and the exact overlay
+after it: both are timed, and the next stroke waits for the exact one.
 
 Where the time goes, from the server's ``segdash.timing`` log lines (same clock: one
 machine): *to server* (mouse-up to the stroke reaching ``Canvas.on_draw``: the freehand
@@ -45,6 +47,8 @@ sys.path.insert(0, str(HERE))
 
 from scenes import astronaut  # noqa: E402
 
+from segdash.segmenter import PREVIEW_MIN_PIXELS  # noqa: E402
+
 from tests.browser.conftest import CHROMIUM_ARGS, chromium_path, serving  # noqa: E402
 from tests.browser.pages import (  # noqa: E402
     BRUSH_JS,
@@ -68,7 +72,8 @@ _UP_JS = """() => { window.__segdash_up = null;
 # Epoch milliseconds once a frame shows a new overlay, else false (polled every frame).
 _DRAWN_JS = "() => (" + NEW_OVERLAY_JS + ")() ? Date.now() : false"
 
-_LINE = re.compile(r"segdash\.timing DEBUG (?P<what>stroke|train|overlay) (?P<rest>.*)")
+_LINE = re.compile(r"segdash\.timing DEBUG (?P<what>stroke|train|overlay|preview) "
+                   r"(?P<rest>.*)")
 
 
 def parse_timing(log: str) -> list[dict]:
@@ -100,6 +105,7 @@ def split(up: float, drawn: float, lines: list[dict]) -> dict | None:
         if not found:
             return None
         got[what] = found[0] if what == "stroke" else found[-1]
+    previews = [d for d in inside if d["what"] == "preview"]
     train = got["train"]
     parts_ms = [train["features"], train["fit"], train["predict"], train["publish"]]
     train_start = train["end"] - sum(parts_ms) / 1000
@@ -112,6 +118,7 @@ def split(up: float, drawn: float, lines: list[dict]) -> dict | None:
         "overlay rgba": got["overlay"]["rgba"] / 1000,
         "overlay send": got["overlay"]["send"] / 1000,
         "to browser": drawn - got["overlay"]["end"],
+        **({"preview predict": previews[0]["predict"] / 1000} if previews else {}),
     }
 
 
@@ -133,6 +140,7 @@ def run(size: int = 1024, strokes: int = 20, out=print) -> dict:
     env = {**os.environ, "SEGDASH_TIMING": "1"}
     load_start = os.getloadavg()
     times, parts = [], []
+    preview = size * size >= PREVIEW_MIN_PIXELS
     with serving(log_path, env=env, args=(str(image),)) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -148,27 +156,42 @@ def run(size: int = 1024, strokes: int = 20, out=print) -> dict:
         choose_class(page, "class 2", 2)
         draw(page, [f.at(0.45 * s, 0.3 * s, s), f.at(0.55 * s, 0.5 * s, s)])
         page.wait_for_function(NEW_OVERLAY_JS, timeout=300_000)
+        if preview:  # the exact result of the first segmentation follows its preview
+            page.evaluate(MARK_OVERLAY_JS)
+            page.wait_for_function(NEW_OVERLAY_JS, timeout=300_000)
         for k in range(strokes):
             page.evaluate(MARK_OVERLAY_JS)
             draw(page, stroke_at(f, k, size))
             handle = page.wait_for_function(_DRAWN_JS, timeout=120_000, polling="raf")
-            drawn = handle.json_value() / 1000
+            first = handle.json_value() / 1000
+            exact = first
+            if preview:  # then the exact overlay: the next stroke waits for it
+                page.evaluate(MARK_OVERLAY_JS)
+                handle = page.wait_for_function(_DRAWN_JS, timeout=120_000, polling="raf")
+                exact = handle.json_value() / 1000
             up = page.evaluate("window.__segdash_up") / 1000
-            times.append(drawn - up)
-            parts.append((up, drawn))
+            times.append((first - up, exact - up))
+            parts.append((up, exact))
+        page.close()
         browser.close()
     lines = parse_timing(log_path.read_text())
     splits = [x for x in (split(u, d, lines) for u, d in parts) if x is not None]
     lat = np.array(times)
-    res = {"size": size, "strokes": strokes, "p50": float(np.percentile(lat, 50)),
-           "p95": float(np.percentile(lat, 95)), "max": float(lat.max()),
+    res = {"size": size, "strokes": strokes, "preview": preview,
+           "p50": float(np.percentile(lat[:, 0], 50)),
+           "p95": float(np.percentile(lat[:, 0], 95)), "max": float(lat[:, 0].max()),
+           "exact_p50": float(np.percentile(lat[:, 1], 50)),
+           "exact_p95": float(np.percentile(lat[:, 1], 95)),
            "parts": {k: float(np.median([x[k] for x in splits])) for k in splits[0]}
            if splits else {},
            "load": [load_start[0], os.getloadavg()[0]], "cores": os.cpu_count()}
     out(f"mouse-up -> overlay drawn in Chromium, {size}² RGB, {strokes} strokes | load "
         f"{res['load'][0]:.1f} -> {res['load'][1]:.1f} | {res['cores']} cores")
-    out(f"  p50 {1000 * res['p50']:.0f} ms, p95 {1000 * res['p95']:.0f} ms, max "
-        f"{1000 * res['max']:.0f} ms")
+    out(f"  first overlay{' (the preview)' if preview else ''}: p50 {1000 * res['p50']:.0f} "
+        f"ms, p95 {1000 * res['p95']:.0f} ms, max {1000 * res['max']:.0f} ms")
+    if preview:
+        out(f"  exact overlay: p50 {1000 * res['exact_p50']:.0f} ms, p95 "
+            f"{1000 * res['exact_p95']:.0f} ms")
     if splits:
         out(f"  median parts ({len(splits)} strokes with every log line): " + ", ".join(
             f"{k} {1000 * v:.0f}" for k, v in res["parts"].items()) + " ms")
@@ -180,10 +203,16 @@ def run(size: int = 1024, strokes: int = 20, out=print) -> dict:
 
 def targets(res: dict) -> list[tuple[str, bool, str]]:
     """The issue-12 target lines for a result."""
-    ok = res["p50"] < P50_TARGET and res["p95"] < P95_TARGET
-    return [("mouse-up -> overlay in Chromium p50 < 250 ms, p95 < 500 ms", ok,
-             f"p50 {1000 * res['p50']:.0f} ms, p95 {1000 * res['p95']:.0f} ms at "
-             f"{res['size']}² RGB (make bench-browser, load {res['load'][0]:.1f})")]
+    where = f"at {res['size']}² RGB (make bench-browser, load {res['load'][0]:.1f})"
+    lines = []
+    for what, p50, p95 in (("first overlay" + (", a preview" if res.get("preview") else ""),
+                            res["p50"], res["p95"]),
+                           ("exact overlay", res.get("exact_p50", res["p50"]),
+                            res.get("exact_p95", res["p95"]))):
+        lines.append((f"mouse-up -> {what} in Chromium p50 < 250 ms, p95 < 500 ms",
+                      p50 < P50_TARGET and p95 < P95_TARGET,
+                      f"p50 {1000 * p50:.0f} ms, p95 {1000 * p95:.0f} ms {where}"))
+    return lines if res.get("preview") else lines[:1]
 
 
 def last_result() -> dict | None:

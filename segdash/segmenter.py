@@ -53,6 +53,10 @@ timing_log = logging.getLogger("segdash.timing")
 DEFAULT_CACHE_BYTES = 1_000_000_000
 #: Most tiles one view of a large image computes (zoom in, or work coarser, for more).
 MAX_VIEW_TILES = 48
+#: Images of at least this many pixels show a preview after each stroke: the model's
+#: prediction at every PREVIEW_STRIDE-th pixel, shown at once, then the exact result.
+PREVIEW_MIN_PIXELS = 1024 * 1024
+PREVIEW_STRIDE = 2
 #: Largest label image the dashboard downloads (beyond: ``segdash apply``).
 MAX_LABEL_DOWNLOAD_PIXELS = 2**30
 #: Seconds between announcements of a large image's newly predicted tiles (each one
@@ -85,6 +89,9 @@ class Segmenter(param.Parameterized):
                           doc="Selected feature extractor names (features concatenated).")
     classifier = param.String(default="random_forest", doc="Selected classifier name.")
     live_update = param.Boolean(default=True, doc="Retrain after every change.")
+    preview = param.Boolean(default=True,
+                            doc="On images of a megapixel or more, show a preview at every "
+                                "other pixel first, then the exact result.")
 
     labels = param.Array(default=None, doc="(H, W) uint16 painted mask, 0 = unlabelled.")
     segmentation = param.Array(default=None, doc="(H, W) predicted class ids.")
@@ -1078,6 +1085,8 @@ class Segmenter(param.Parameterized):
                 model.classes = [self._class_or(c) for c in model.classes]
                 painted = None
             clock.append(time.perf_counter())
+            if self.preview and codes.shape[0] * codes.shape[1] >= PREVIEW_MIN_PIXELS:
+                self._publish_preview(model, codes, generation)
             proba = model.predict_proba_codes(codes)
             clock.append(time.perf_counter())
         except (SegdashError, ValueError) as exc:
@@ -1122,6 +1131,27 @@ class Segmenter(param.Parameterized):
         with self._lock:
             self._generation += 1
         self.param.update(busy=False, status="training abandoned")
+
+    def _publish_preview(self, model: SegmentationModel, codes: np.ndarray,
+                         generation: int) -> None:
+        """Show ``model``'s prediction at every :data:`PREVIEW_STRIDE`-th pixel, enlarged
+        (nearest), while the exact one is computed; nothing if a newer change came."""
+        t = time.perf_counter()
+        small = model.predict_proba_preview(codes, PREVIEW_STRIDE)
+        labels, uncertainty = model.labels_and_uncertainty(small)
+        shape = codes.shape[:2]
+        results = {"segmentation": upsample_labels(labels, PREVIEW_STRIDE, shape),
+                   "uncertainty": upsample_labels(uncertainty, PREVIEW_STRIDE, shape),
+                   "probabilities": upsample_labels(small, PREVIEW_STRIDE, shape)}
+        with self._lock:
+            if generation != self._generation:
+                return
+            self.param.update(model=model, error=self._save_problem,
+                              status="preview (every other pixel); the exact result follows",
+                              **results)
+        if timing_log.isEnabledFor(logging.DEBUG):
+            timing_log.debug("preview predict=%.1f ms end=%.3f",
+                             1000 * (time.perf_counter() - t), time.time())
 
     def _publish(self, model: SegmentationModel, proba: np.ndarray, status: str) -> None:
         segmentation, uncertainty = model.labels_and_uncertainty(proba)
@@ -1289,8 +1319,9 @@ class Segmenter(param.Parameterized):
 
 
 def upsample_labels(labels: np.ndarray, downsample: int, shape: Sequence[int]) -> np.ndarray:
-    """Labels made at working resolution ``downsample`` as full-size ``(H, W)`` labels
-    (nearest: each working pixel covers its ``downsample``-square block)."""
+    """Labels (or any ``(h, w, ...)`` per-pixel result) made at working resolution
+    ``downsample`` as full-size ``(H, W, ...)`` (nearest: each working pixel covers its
+    ``downsample``-square block)."""
     d = int(downsample)
     h, w = int(shape[0]), int(shape[1])
     if d == 1:
