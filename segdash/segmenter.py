@@ -89,7 +89,7 @@ class Segmenter(param.Parameterized):
                           doc="Selected feature extractor names (features concatenated).")
     classifier = param.String(default="random_forest", doc="Selected classifier name.")
     live_update = param.Boolean(default=True, doc="Retrain after every change.")
-    preview = param.Boolean(default=True,
+    preview = param.Boolean(default=False,
                             doc="On images of a megapixel or more, show a preview at every "
                                 "other pixel first, then the exact result.")
 
