@@ -35,6 +35,7 @@ from segdash.ui.cards import (
     FeaturesCard,
     FilesCard,
     ImageCard,
+    ImportanceCard,
     ProjectCard,
     ResultsCard,
     StrokesCard,
@@ -294,7 +295,7 @@ def test_watched_parameters_are_the_union_of_what_the_cards_watch(app):
 
 def test_each_card_is_refreshed_with_the_changes_it_watches_and_no_others(monkeypatch):
     card_types = (ProjectCard, ImageCard, DisplayCard, ClassesCard, StrokesCard, FeaturesCard,
-                  ClassifierCard, ResultsCard, FilesCard, ApplyCard)
+                  ClassifierCard, ResultsCard, ImportanceCard, FilesCard, ApplyCard)
     calls: list[tuple[Card, set[str]]] = []
     for card_type in card_types:
         def recording(self, names, original=card_type.refresh):
