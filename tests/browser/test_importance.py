@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from .pages import (
+    BARS_JS,
     H,
     W,
     bar_charts,
@@ -54,8 +55,11 @@ def test_importance_chart_and_keeping_the_useful_features(page, server, console)
     after = features_shown(page)
     assert 0 < after < before
     wait_new_overlay(page)  # the model retrained with fewer features drew its overlay
-    assert len(bar_charts(page)[0]["names"]) < len(family["names"]) or \
-        len(bar_charts(page)[1]["names"]) < len(scale["names"])
+    # the charts follow: fewer families or fewer scales (the new plots render after the text)
+    page.wait_for_function(
+        f"(() => {{ const c = ({BARS_JS})(); return c.length >= 2 && (c[0].names.length < "
+        f"{len(family['names'])} || c[1].names.length < {len(scale['names'])}); }})()",
+        timeout=30_000)
 
     # Back to every feature: the same count as before.
     page.locator(".segdash-restore-features button").click()
