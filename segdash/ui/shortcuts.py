@@ -176,6 +176,12 @@ export function render({ model, el }) {
 """
 
 
+_POPOVER_CSS = """
+:host { position: absolute !important; z-index: 1000; background: white;
+        box-shadow: 0 2px 10px rgba(0, 0, 0, 0.35); border-radius: 4px; padding: 4px 8px; }
+"""
+
+
 class KeyHandler(JSComponent):
     """The page's key listener: sends the action of each shortcut pressed (see
     :func:`key_map`) to ``on_key(action, argument)``, run on the page's thread."""
@@ -230,8 +236,10 @@ class Guide:
         self.keys = KeyHandler(self.handle, width=0, height=0, margin=0)
         self.help_button = pn.widgets.Toggle(label="Shortcuts (?)", width=130,
                                              css_classes=["segdash-help-button"])
+        # a popover: floats over the canvas instead of pushing it down
         self.help = pn.pane.Markdown(markdown_table(), visible=False,
-                                     css_classes=["segdash-shortcuts"], margin=(0, 10))
+                                     css_classes=["segdash-shortcuts"], margin=(0, 10),
+                                     stylesheets=[_POPOVER_CSS])
         self.help_button.param.watch(self._show_help, "value")
         self.hint = pn.pane.Markdown("", css_classes=["segdash-hint"], margin=(0, 10),
                                      sizing_mode="stretch_width")

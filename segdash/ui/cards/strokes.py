@@ -35,7 +35,7 @@ class StrokesCard(Card):
         seg = self.segmenter
         self.tool_buttons = pn.widgets.RadioButtonGroup.from_param(
             self.param.tool, options={v: k for k, v in TOOLS.items()}, label="Tool",
-            css_classes=["segdash-tool"])
+            color="primary", css_classes=["segdash-tool"])
         self.width_slider = pn.widgets.IntSlider.from_param(
             self.param.stroke_width, label="Stroke width (image pixels)")
         self.undo_button = pn.widgets.Button(label="Undo")
