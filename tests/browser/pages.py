@@ -302,6 +302,15 @@ class HeldSocket:
     def hold(self) -> None:
         self.holding = True
 
+    def wait_held(self, page: Page, quiet_ms: int = 300) -> int:
+        """Wait until the server has sent its answer (messages held, then none for
+        ``quiet_ms``); returns how many are held."""
+        before = -1
+        while len(self.held) != before or not self.held:
+            before = len(self.held)
+            page.wait_for_timeout(quiet_ms)  # messages reach us while Playwright waits
+        return len(self.held)
+
     def release(self) -> None:
         self.holding = False
         while self.held:

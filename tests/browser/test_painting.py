@@ -70,13 +70,18 @@ def page_(held_page):
     return held_page[0]
 
 
-def test_first_use_hint_goes_after_the_first_stroke_and_backspace_deletion_is_undone(page_):
-    page = page_
+def test_a_first_use_hint_shows_until_the_first_stroke(page_):
+    page = page_  # a new page, loaded
     hint = page.locator(".segdash-hint")
-    page.get_by_text(re.compile(r'Drag on the image to paint "class 1"')).wait_for()
-    paint(page, BACKGROUND, H)                      # A: class 1
+    shown = hint.get_by_text(re.compile(r'Drag on the image to paint "class 1"')).is_visible()
+    paint(page, BACKGROUND, H)  # painted whatever the hint, for the tests that follow
     wait_strokes(page, [1])
+    assert shown
     hint.wait_for(state="hidden")
+
+
+def test_a_stroke_deleted_with_backspace_is_brought_back_by_undo(page_):
+    page = page_  # from: a stroke of class 1 (A)
     choose_class(page, "class 2", 2)
     paint(page, COIN, H)                            # B: class 2
     choose_class(page, "class 1", 1)
@@ -97,7 +102,7 @@ def test_first_use_hint_goes_after_the_first_stroke_and_backspace_deletion_is_un
     restored = wait_strokes(page, [1, 2, 1])
     assert restored[1]["color"] == BLUE
     wait_status(page, r"trained random_forest")
-    assert hint.is_hidden()
+    assert page.locator(".segdash-hint").is_hidden()
 
 
 def test_status_names_the_painted_and_missing_classes_and_says_what_training_does(page_):
@@ -122,13 +127,16 @@ def test_status_names_the_painted_and_missing_classes_and_says_what_training_doe
 
 def test_a_name_typed_right_after_add_class_is_the_name(held_page):
     page, socket, _ = held_page  # from: classes 1 and 2
-    name = page.locator(".segdash-class-name input")
+    name = page.get_by_label("Name of the selected class")
+    before = name.input_value()
     socket.hold()  # the server answers the click late, as a loaded server does
     page.get_by_role("button", name="Add class").click()
+    socket.wait_held(page)
     name.click()
     page.keyboard.press("Control+A")  # to type over the default name
     socket.release()  # the answer arrives between selecting and typing
     page.get_by_role("button", name="class 3").wait_for()
+    expect(name).not_to_have_value(before)  # the answer has reached the field
     page.keyboard.type("rim")
     page.keyboard.press("Enter")
     page.locator(".segdash-class button", has_text="rim").wait_for()
