@@ -315,3 +315,16 @@ class HeldSocket:
         self.holding = False
         while self.held:
             self._page_side.send(self.held.pop(0))
+
+
+def record_status(page: Page) -> None:
+    """Start recording every status line text (see :func:`wait_recorded`)."""
+    page.evaluate(RECORD_STATUS_JS)
+
+
+def wait_recorded(page: Page, pattern: str, timeout: float = 60_000) -> str:
+    """Wait until a status recorded since :func:`record_status` matches ``pattern`` (a
+    regex: the server has acted on what the test did since); return the last match."""
+    page.wait_for_function("(p) => window.segdashStatuses.some((s) => new RegExp(p).test(s))",
+                           arg=pattern, timeout=timeout)
+    return [s for s in page.evaluate("window.segdashStatuses") if re.search(pattern, s)][-1]

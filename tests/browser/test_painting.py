@@ -26,7 +26,6 @@ from .pages import (
     COIN,
     DRAG_TOOL_JS,
     OVERLAY_JS,
-    RECORD_STATUS_JS,
     STROKES_JS,
     H,
     W,
@@ -39,7 +38,9 @@ from .pages import (
     open_app,
     overlay,
     paint,
+    record_status,
     wait_brush,
+    wait_recorded,
     wait_overlay,
     wait_status,
     wait_strokes,
@@ -114,7 +115,7 @@ def test_status_names_the_painted_and_missing_classes_and_says_what_training_doe
     text = wait_status(page, 'painted: "')
     assert text == 'paint at least two classes to train; painted: "class 1"; ' \
                    'not painted yet: "class 2"'
-    page.evaluate(RECORD_STATUS_JS)
+    record_status(page)
     choose_class(page, "class 2", 2)
     paint(page, COIN, H)
     wait_status(page, r"trained random_forest")
@@ -221,9 +222,11 @@ def test_keyboard_shortcuts_do_what_the_help_says(page_):
     page.wait_for_function(f"(({OVERLAY_JS})() || {{}}).colours.join() === '#ff00ff'")
     page.keyboard.press("u")
     page.wait_for_function(f"(({OVERLAY_JS})() || {{}}).colours.length === 2")
-    # Undo and redo.
+    # Undo and redo (once the server has the stroke: a key could overtake it).
+    record_status(page)
     paint(page, ELSEWHERE, H)
     wait_strokes(page, [1, 2, 1])
+    wait_recorded(page, "^trained")
     page.keyboard.press("Control+z")
     wait_strokes(page, [1, 2])
     page.keyboard.press("Control+Shift+Z")
@@ -259,9 +262,10 @@ def test_eraser_removes_labels_and_fill_paints_the_lasso_both_undoable(page_, tm
         page.keyboard.press("[")
     wait_brush(page, cls=2, fill=True, width=1)
     lasso = [(150, 120), (230, 120), (230, 180), (150, 180), (150, 121)]
+    record_status(page)
     paint(page, lasso, H)
     wait_strokes(page, [1, 2, 2])
-    status = wait_status(page, r"trained random_forest on \d+ painted pixels")
+    status = wait_recorded(page, r"^trained random_forest on \d+ painted pixels")
     pixels = int(re.search(r"on (\d+) painted", status).group(1))
     saved = download(page, "Annotations", tmp_path)
     got, extra = strokes_from_json(saved.read_bytes())
