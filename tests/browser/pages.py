@@ -236,7 +236,8 @@ DRAG_TOOL_JS = """() => {
   return tools.find((t) => t.type === 'FreehandDrawTool').active ? 'draw' : null;
 }"""
 
-# Every text the status line shows from now on, in order (window.segdashStatuses).
+# Every text the status line shows from now on (not the one it shows now), in order
+# (window.segdashStatuses).
 RECORD_STATUS_JS = """() => {
   const v = Bokeh.index.query_one((v) => v.model.css_classes != null
     && v.model.css_classes.includes('segdash-status'));
@@ -245,7 +246,6 @@ RECORD_STATUS_JS = """() => {
   const text = (html) => { const d = document.createElement('div'); d.innerHTML = html;
                            return d.textContent; };
   const read = () => seen.push(text(text(v.model.text)).trim());
-  read();
   v.model.properties.text.change.connect(read);
 }"""
 
