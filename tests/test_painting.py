@@ -174,3 +174,22 @@ def test_the_docs_list_the_shortcuts_of_the_table():
     assert keys["7"] == ["class", "7"] and keys["space"][0] == "pan_hold"
     assert "backspace" not in keys  # the freehand tool's own
     assert len({s.action for s in SHORTCUTS}) == len(SHORTCUTS)
+
+
+def test_class_names_in_the_status_line_are_text_not_html(two_texture):
+    from segdash.ui import SegdashApp
+
+    img, _, _ = two_texture
+    app = SegdashApp(image=img)
+    try:
+        seg = app.segmenter
+        seg.rename_class(1, '<img src="x" onerror="alert(1)">')
+        app.canvas.on_draw({"xs": [[4.5, 100.5]], "ys": [[100.5, 100.5]],
+                            "stroke_class": [1], "stroke_color": ["#e69f00"],
+                            "stroke_width": [5.0], "stroke_fill": [False]})
+        assert app.wait_idle(60)
+        app._flush()
+        assert "<img" in seg.status and "<img" not in app.status.object
+        assert "&lt;img" in app.status.object
+    finally:
+        app.close()

@@ -228,7 +228,9 @@ class SegdashApp(pn.viewable.Viewer):
             self._clear_error()  # a new result: the last error is history
         if "busy" in names or "status" in names:
             self.spinner.value = bool(seg.busy or self.worker.busy)
-            self.status.object = seg.status
+            # a Str pane renders its text as HTML (Panel decodes it once into innerHTML):
+            # the status names files and classes, so it is escaped
+            self.status.object = html_text(seg.status)
             self.progress.update()
         if "error" in names and seg.error:
             self._show_error(seg.error)
