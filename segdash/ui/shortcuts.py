@@ -273,8 +273,9 @@ class Guide:
         self.help.visible = bool(event.new)
 
     def _show_hint(self) -> None:
-        self.hint.visible = not self.hint_done
         if self.hint_done:
+            # hidden, its place kept: the canvas must not move under the mouse
+            self.hint.styles = {"visibility": "hidden"}
             return
         tool = self.cards.strokes.tool
         try:
