@@ -80,3 +80,35 @@ def classes_from_dicts(items: Sequence[dict]) -> list[ClassInfo]:
     """ClassInfo objects from ``[{"id":..., "name":..., "color":...}, ...]``."""
     return [ClassInfo(int(d["id"]), str(d.get("name", f"class {d['id']}")),
                       str(d.get("color", default_class(int(d["id"])).color))) for d in items]
+
+
+def clashes(classes: Sequence[ClassInfo]) -> list[str]:
+    """Names and colours shared by several classes, as messages for the user.
+
+    Two classes with one name cannot be told apart in the page, the model file and the
+    results; two with one colour look the same in the overlay. Names are compared without
+    case and surrounding spaces ("Cell" and "cell " clash).
+
+    Parameters
+    ----------
+    classes : sequence of ClassInfo
+
+    Returns
+    -------
+    list of str
+        One message per shared name, then per shared colour (e.g. ``'classes 1 and 3 are
+        both named "cell"'``); empty when every name and colour is distinct.
+    """
+    found = []
+    for what, key in (("named", lambda c: c.name.strip().casefold()),
+                      ("coloured", lambda c: c.color)):
+        groups: dict[str, list[ClassInfo]] = {}
+        for c in classes:
+            groups.setdefault(key(c), []).append(c)
+        for same in groups.values():
+            if len(same) > 1:
+                ids = [str(c.id) for c in same]
+                value = same[0].name.strip() if what == "named" else same[0].color
+                found.append(f"classes {', '.join(ids[:-1])} and {ids[-1]} are both "
+                             f'{what} "{value}"')
+    return found

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -169,8 +169,8 @@ def scale_strokes(strokes: Sequence[Stroke], downsample: int) -> list[Stroke]:
     d = float(downsample)
     if d == 1:
         return list(strokes)
-    return [Stroke(tuple((x + 0.5) / d - 0.5 for x in s.xs),
-                   tuple((y + 0.5) / d - 0.5 for y in s.ys), s.label, max(s.width / d, 1.0))
+    return [replace(s, xs=tuple((x + 0.5) / d - 0.5 for x in s.xs),
+                    ys=tuple((y + 0.5) / d - 0.5 for y in s.ys), width=max(s.width / d, 1.0))
             for s in strokes]
 
 
@@ -263,8 +263,8 @@ class TiledImage:
             hit = self.cache.get(key)
             if hit is None:
                 y0, y1, x0, x1 = self.grid.bounds(*t)
-                shifted = [Stroke(tuple(x - x0 for x in s.xs), tuple(y - y0 for y in s.ys),
-                                  s.label, s.width) for s in by_tile[t]]
+                shifted = [replace(s, xs=tuple(x - x0 for x in s.xs),
+                                   ys=tuple(y - y0 for y in s.ys)) for s in by_tile[t]]
                 labels = rasterize_strokes(shifted, (y1 - y0, x1 - x0))
                 mask = labels > 0
                 if mask.any():

@@ -49,9 +49,10 @@ from .model import (
 from .stack import FeatureStack
 from .strokes import Stroke, rasterize_strokes
 
-#: ``format`` of a project file, and the version of the format this segdash writes.
+#: ``format`` of a project file, and the version of the format this segdash writes
+#: (2: strokes may erase, label 0, or fill a lasso, ``fill``); versions 1 and 2 are read.
 FORMAT = "segdash-project"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: The project file's name when a folder is served.
 DEFAULT_NAME = "segdash-project.json"
 #: Folder (beside the project file) that uploads are stored in.
@@ -254,9 +255,8 @@ def _parse_image(i: int, d: Any) -> ProjectImage:
         out = []
         for j, s in enumerate(items):
             try:
-                out.append(Stroke(tuple(s["x"]), tuple(s["y"]), s["label"],
-                                  s.get("width", 5.0)))
-            except (KeyError, TypeError, ValueError) as exc:
+                out.append(Stroke.from_dict(s))
+            except ValueError as exc:
                 raise _fail(where, f"stroke {j} of frame {key} is malformed: {exc}") from None
         if out:
             strokes[int(key)] = out
@@ -399,10 +399,10 @@ class Project:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ProjectError(f"not a segdash project file (missing format: {FORMAT})")
         version = doc.get("version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
             raise ProjectError(
-                f"project file of format version {version!r}: this segdash reads version "
-                f"{FORMAT_VERSION} (upgrade segdash)"
+                f"project file of format version {version!r}: this segdash reads versions "
+                f"1 to {FORMAT_VERSION} (upgrade segdash)"
             )
         project = cls(file, root)
         rev = doc.get("revision", 0)

@@ -11,7 +11,8 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from .codes import channel_range
 from .contract import hook, image_channels, prepare_image, settings_of
 from .errors import ImageError, ProjectError, SegdashError
 from .importance import DEFAULT_KEEP, Importance, feature_importance, useful_settings
+from .history import EditHistory
 from .io.naming import result_name
 from .io.pyramid import LARGE_PIXELS, Pyramid, default_downsample, pyramid_of
 from .io.read import read_image, read_untrusted
@@ -32,7 +34,6 @@ from .io.render import DisplaySettings, overlay_rgb, value_bounds
 from .io.write import encode, proba_bytes, write_labels, write_png
 from .model import (
     SegmentationModel,
-    check_classes,
     check_labels,
     fit,
     model_from_bytes,
@@ -43,7 +44,7 @@ from .ondemand import ByteCache, TiledImage, scale_strokes
 from .postprocess import smoothing_halo
 from .project import PaintedRows, Project, train_project
 from .stack import FeatureStack
-from .strokes import Stroke, rasterize_strokes, strokes_from_json, strokes_to_json
+from .strokes import ERASER, Stroke, rasterize_strokes, strokes_from_json, strokes_to_json
 from .treewalk import compile_trees, predict_proba_codes
 
 #: Where an update's time goes (debug level: ``SEGDASH_TIMING=1 segdash serve`` shows it;
@@ -63,6 +64,47 @@ MAX_LABEL_DOWNLOAD_PIXELS = 2**30
 #: re-renders the overlay of the view), so that a view fills progressively but not tile
 #: by tile when tiles come fast.
 FILL_REPORT_SECONDS = 0.3
+
+
+@dataclass(frozen=True)
+class EditState:
+    """What undo and redo restore (a state of :class:`~segdash.history.EditHistory`).
+
+    Attributes
+    ----------
+    strokes : tuple of Stroke
+        The strokes of the image (and frame) on screen.
+    classes : tuple of ClassInfo, or None
+        The classes, recorded by edits that add or remove one (None: the edit left them
+        alone). Restoring brings back the classes of these ids, each as it is named and
+        coloured now when it still exists (a rename made since is kept).
+    elsewhere : tuple of (image index, frame, strokes)
+        Strokes of other project frames the edit changed (removing a class removes its
+        strokes everywhere).
+    """
+
+    strokes: tuple[Stroke, ...]
+    classes: tuple[ClassInfo, ...] | None = None
+    elsewhere: tuple[tuple[int, int, tuple[Stroke, ...]], ...] = ()
+
+
+def need_two_classes(painted: Iterable[int], classes: Sequence[ClassInfo]) -> str:
+    """The status when fewer than two classes are painted, naming what is painted and what
+    is not (``painted: "class 2"`` could otherwise be read as "two classes painted").
+
+    Parameters
+    ----------
+    painted : iterable of int
+        Class ids painted somewhere (0, unlabelled, is ignored).
+    classes : sequence of ClassInfo
+        The session's classes (names the ids).
+    """
+    ids = sorted({int(i) for i in painted} - {ERASER})
+    names = {c.id: c.name for c in classes}
+    done = ", ".join(f'"{names.get(i, f"class {i}")}"' for i in ids) or "nothing"
+    todo = ", ".join(f'"{c.name}"' for c in classes if c.id not in ids)
+    return (f"paint at least two classes to train; painted: {done}"
+            + (f"; not painted yet: {todo}" if todo else ""))
 
 
 class Segmenter(param.Parameterized):
@@ -127,7 +169,8 @@ class Segmenter(param.Parameterized):
         super().__init__(**params)
         self._lock = threading.RLock()
         self._generation = 0
-        self._redo: list[Stroke] = []
+        #: Undo/redo of stroke and class edits (:class:`EditState`); one image's.
+        self.history: EditHistory[EditState] = EditHistory()
         self._cache_key: tuple | None = None
         self._cache: np.ndarray | None = None
         self._image_token = 0
@@ -491,7 +534,7 @@ class Segmenter(param.Parameterized):
         else:
             found = {s.label for img in self.project.images
                      for ss in img.strokes.values() for s in ss}
-        return np.array(sorted(found), np.int64)
+        return np.array(sorted(found - {ERASER}), np.int64)
 
     def _painted_classes(self) -> int:
         return int(self._painted_labels().size)
@@ -574,7 +617,7 @@ class Segmenter(param.Parameterized):
             self._generation += 1
             self._image_token += 1
             self._cache_key = self._cache = None
-            self._redo.clear()
+            self.history.clear()
             self._tiled = self._tiled_quantizer = self._view = None
             if self._tile_cache is not None:
                 self._tile_cache.clear()
@@ -733,11 +776,12 @@ class Segmenter(param.Parameterized):
             # the codes the prediction will read (grown by the smoothing's ring): once a tile
             ring = smoothing_halo(hook(self.classifier_settings(), "smoothing") or 0.0)
             X, y = tiled.painted_rows(scale_strokes(strokes, d), stack, quantizer, ring)
-            try:
-                check_classes(y)
-            except ValueError as exc:
-                self.param.update(error="", status=str(exc))
+            ids = _present(y)
+            if ids.size < 2:
+                self.param.update(error="", status=need_two_classes(ids, self.classes))
                 return None
+            self.status = (f"training {self.classifier} on {y.size} painted pixels of "
+                           f"{ids.size} classes…")
             model = SegmentationModel.train_rows(
                 X, y, stack, quantizer, self.classifier, settings_of(self.classifier_settings()),
                 self._tiled_channels, self.classes)
@@ -849,23 +893,32 @@ class Segmenter(param.Parameterized):
         raise ValueError(f"no class with id {class_id}")
 
     def add_class(self, name: str | None = None, color: str | None = None) -> ClassInfo:
-        """Add a class with the next free id; default name and colour from the palette."""
+        """Add a class with the next free id; default name and colour from the palette
+        (undoable)."""
         new_id = max([c.id for c in self.classes], default=0) + 1
         base = default_class(new_id)
         info = ClassInfo(new_id, name or base.name, color or base.color)
+        self._record(classes=True)
         self.classes = [*self.classes, info]
         return info
 
     def remove_class(self, class_id: int) -> None:
-        """Remove a class and its strokes."""
+        """Remove a class and its strokes, on every image of a project (undoable: undo
+        brings back the class and its strokes)."""
         self.class_info(class_id)
+        elsewhere = []
         if self.project is not None:
-            for img in self.project.images:
+            for i, img in enumerate(self.project.images):
                 for f in list(img.strokes):
-                    self.project.set_strokes(img, f, [s for s in img.strokes[f]
-                                                      if s.label != class_id], save=False)
+                    if (i, f) != (self.current, self.frame) and any(
+                            s.label == class_id for s in img.strokes[f]):
+                        elsewhere.append((i, f))
+        self._record(classes=True, frames=elsewhere)
+        for i, f in elsewhere:
+            img = self.project.images[i]
+            self.project.set_strokes(img, f, [s for s in img.strokes[f]
+                                              if s.label != class_id], save=False)
         self.classes = [c for c in self.classes if c.id != class_id]
-        self._redo = [s for s in self._redo if s.label != class_id]
         self._set_strokes([s for s in self.strokes if s.label != class_id])
 
     def rename_class(self, class_id: int, name: str) -> None:
@@ -884,9 +937,21 @@ class Segmenter(param.Parameterized):
     # -- strokes ----------------------------------------------------------------------
 
     def add_stroke(
-        self, xs: Sequence[float], ys: Sequence[float], label: int, width: float = 5.0
+        self, xs: Sequence[float], ys: Sequence[float], label: int, width: float = 5.0,
+        fill: bool = False,
     ) -> Stroke:
-        """Paint a stroke (x = column, y = row from the top, in image pixels).
+        """Paint a stroke (x = column, y = row from the top, in image pixels); undoable.
+
+        Parameters
+        ----------
+        xs, ys : sequence of float
+            Its points.
+        label : int
+            A class id, or :data:`~segdash.strokes.ERASER` (0) to erase.
+        width : float
+            Brush width in image pixels.
+        fill : bool
+            Also paint the polygon the points enclose (a lasso).
 
         Raises
         ------
@@ -895,46 +960,82 @@ class Segmenter(param.Parameterized):
         """
         if self.image_shape is None:
             raise ValueError("open an image before painting")
-        self.class_info(int(label))
-        stroke = Stroke(tuple(xs), tuple(ys), int(label), width)
-        self._redo.clear()
+        if int(label) != ERASER:
+            self.class_info(int(label))
+        stroke = Stroke(tuple(xs), tuple(ys), int(label), width, bool(fill))
+        self._record()
         self._set_strokes([*self.strokes, stroke])
         return stroke
 
-    def undo(self) -> Stroke | None:
-        """Remove the last stroke (it can be redone); returns it, or None."""
-        if not self.strokes:
-            return None
-        last = self.strokes[-1]
-        self._redo.append(last)
-        self._set_strokes(self.strokes[:-1])
-        return last
+    def undo(self) -> bool:
+        """Go back to the state before the last edit (a stroke, an erasure, a deletion,
+        *Clear*, *Add class* or *Remove class*); returns whether there was one."""
+        before = self.history.peek_undo()
+        if before is None:
+            return False
+        self.history.undo(self._snapshot(before))
+        self._restore(before)
+        return True
 
-    def redo(self) -> Stroke | None:
-        """Paint again the last undone stroke; returns it, or None."""
-        if not self._redo:
-            return None
-        stroke = self._redo.pop()
-        self._set_strokes([*self.strokes, stroke])
-        return stroke
+    def redo(self) -> bool:
+        """Make again the last undone edit; returns whether there was one."""
+        after = self.history.peek_redo()
+        if after is None:
+            return False
+        self.history.redo(self._snapshot(after))
+        self._restore(after)
+        return True
+
+    @property
+    def can_undo(self) -> bool:
+        return self.history.can_undo
 
     @property
     def can_redo(self) -> bool:
-        return bool(self._redo)
+        return self.history.can_redo
 
     def clear(self) -> None:
-        """Remove every stroke and the results (cannot be redone)."""
-        self._redo.clear()
+        """Remove every stroke of the image on screen, and the results (undoable)."""
+        self._record()
         self._set_strokes([])
 
     def set_strokes(self, strokes: Sequence[Stroke]) -> None:
-        """Replace all strokes (e.g. restored annotations); the redo history is dropped."""
-        known = {c.id for c in self.classes}
+        """Replace all strokes (restored annotations, strokes deleted in the browser):
+        one undoable edit. Classes the strokes name that do not exist are added."""
+        known = {c.id for c in self.classes} | {ERASER}
         missing = sorted({s.label for s in strokes} - known)
+        self._record(classes=bool(missing))
         if missing:
             self.classes = [*self.classes, *(default_class(i) for i in missing)]
-        self._redo.clear()
         self._set_strokes(list(strokes))
+
+    def _snapshot(self, like: EditState | None = None, classes: bool = False,
+                  frames: Iterable[tuple[int, int]] = ()) -> EditState:
+        """The state now, holding what ``like`` holds (or the classes and ``frames``)."""
+        if like is not None:
+            classes = like.classes is not None
+            frames = [(i, f) for i, f, _ in like.elsewhere]
+        project = self.project
+        return EditState(
+            strokes=tuple(self.strokes),
+            classes=tuple(self.classes) if classes else None,
+            elsewhere=tuple((i, f, tuple(project.strokes(i, f))) for i, f in frames)
+            if project is not None else ())
+
+    def _record(self, classes: bool = False, frames: Iterable[tuple[int, int]] = ()) -> None:
+        """An edit is about to be made: remember the state it changes."""
+        self.history.record(self._snapshot(classes=classes, frames=frames))
+
+    def _restore(self, state: EditState) -> None:
+        if state.classes is not None:
+            now = {c.id: c for c in self.classes}
+            classes = [now.get(c.id, c) for c in state.classes]
+            if classes != self.classes:
+                self.classes = classes
+        if self.project is not None:
+            for i, f, strokes in state.elsewhere:
+                self.project.set_strokes(i, f, list(strokes), save=False)
+        self._set_strokes(list(state.strokes))
 
     def _set_strokes(self, strokes: list[Stroke]) -> None:
         shape = self.image.shape if self.image is not None else (0, 0)
@@ -973,9 +1074,13 @@ class Segmenter(param.Parameterized):
                 f"these annotations were painted on a {shape[1]}x{shape[0]} image; the open "
                 f"image is {mine[1]}x{mine[0]}"
             )
-        if extra.get("classes"):
-            self.classes = classes_from_dicts(extra["classes"])
-        self.set_strokes(strokes)
+        classes = classes_from_dicts(extra["classes"]) if extra.get("classes") else None
+        known = {c.id for c in classes or self.classes} | {ERASER}
+        missing = sorted({s.label for s in strokes} - known)
+        self._record(classes=True)  # one edit: undo restores the classes and strokes before
+        if classes is not None or missing:
+            self.classes = [*(classes or self.classes), *(default_class(i) for i in missing)]
+        self._set_strokes(list(strokes))
         return len(strokes)
 
     # -- training and prediction ------------------------------------------------------
@@ -1051,15 +1156,21 @@ class Segmenter(param.Parameterized):
             self.error = "open an image first"
             return None
         try:
+            ids = self._painted_labels() if self.project is not None else _present(labels)
+            if ids.size < 2:
+                raise ValueError(need_two_classes(ids, self.classes))
             if self.project is None:
                 check_labels(image.shape, labels)
-            else:
-                check_classes(self._painted_labels())
         except ValueError as exc:
             self.param.update(error=self._save_problem, status=str(exc), segmentation=None,
                               probabilities=None, uncertainty=None)
             return None
-        self.busy = True
+        what = (f"{int(np.count_nonzero(labels))} painted pixels" if self.project is None
+                else f"the painted pixels of {len(self.project.painted())} image(s)/frame(s)")
+        # what is happening, in place of the last result's line (a first training with
+        # features to compute can take seconds)
+        self.param.update(busy=True, status=f"training {self.classifier} on {what} of "
+                                            f"{ids.size} classes…")
         clock = [time.perf_counter()]  # start, features, fit, predict
         try:
             codes = self.feature_codes()
@@ -1316,6 +1427,18 @@ class Segmenter(param.Parameterized):
             return name, model.to_bytes()
         raise ValueError(f"unknown result {kind!r}: labels, overlay, proba, model or "
                          "annotations")
+
+
+def _present(labels: np.ndarray | None) -> np.ndarray:
+    """Class ids (> 0) present in an integer label array, sorted."""
+    if labels is None or labels.size == 0:
+        return np.zeros(0, np.int64)
+    flat = np.asarray(labels).ravel()
+    if flat.dtype.kind == "u" and flat.dtype.itemsize <= 2:
+        # bincount: a tenth of np.unique's time on a megapixel mask (every stroke)
+        return np.flatnonzero(np.bincount(flat)[1:]) + 1
+    found = np.unique(flat)
+    return found[found > 0].astype(np.int64)
 
 
 def upsample_labels(labels: np.ndarray, downsample: int, shape: Sequence[int]) -> np.ndarray:

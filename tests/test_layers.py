@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Lowest first; a module may import its own layer and those before it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundations", ("segdash._version", "segdash.errors", "segdash.classes",
-                     "segdash.strokes", "segdash.parallel", "segdash.sandbox")),
+                     "segdash.strokes", "segdash.history", "segdash.parallel",
+                     "segdash.sandbox")),
     ("array kernels", ("segdash.codes", "segdash.filters")),
     ("contract", ("segdash.contract",)),
     ("registry", ("segdash.registry",)),

@@ -38,19 +38,21 @@ def test_undo_redo_clear(two_texture):
     img, _, _ = two_texture
     seg = Segmenter(image=img, live_update=False)
     _paint(seg)
+    painted = list(seg.strokes)
     before = seg.labels.copy()
-    last = seg.undo()
-    assert len(seg.strokes) == 2 and last.label == 1
+    assert seg.undo() is True
+    assert seg.strokes == painted[:2]
     assert np.count_nonzero(seg.labels) < np.count_nonzero(before)
-    assert seg.redo() == last
+    assert seg.redo() is True and seg.strokes == painted
     np.testing.assert_array_equal(seg.labels, before)
-    assert seg.redo() is None
+    assert seg.redo() is False
     seg.undo()
     seg.add_stroke([1, 2], [1, 2], 1)  # a new stroke drops the redo history
     assert not seg.can_redo
     seg.clear()
     assert seg.strokes == [] and np.count_nonzero(seg.labels) == 0
-    assert seg.undo() is None
+    assert seg.undo() is True  # Clear is undone like a stroke
+    assert len(seg.strokes) == 3
 
 
 def test_features_are_cached_across_strokes_and_recomputed_on_settings(two_texture):

@@ -50,7 +50,9 @@ def test_stroke_validation():
     with pytest.raises(ValueError, match="as many x as y"):
         Stroke((1, 2), (1,), 1)
     with pytest.raises(ValueError, match="class id"):
-        Stroke((1,), (1,), 0)
+        Stroke((1,), (1,), -1)  # 0 is the eraser
+    with pytest.raises(ValueError, match="fill"):
+        Stroke((1,), (1,), 1, fill="yes")
     with pytest.raises(ValueError, match="width"):
         Stroke((1,), (1,), 1, width=-2)
 

@@ -29,11 +29,13 @@ from ..errors import SegdashError
 from ..io.pyramid import Pyramid
 from ..project import Project
 from ..segmenter import Segmenter
-from .canvas import Brush, Canvas
+from ..strokes import ERASER
+from .canvas import ERASER_COLOR, Brush, Canvas
 from .cards import CardContext, Cards
 from .display import html_text, markdown_text
 from .progress import ProgressRow
 from .samples import DEFAULT_SAMPLE, load_sample
+from .shortcuts import Guide
 from .upload import DEFAULT_MAX_UPLOAD_GB, UploadFolder
 from .worker import ComputePool, JobAbandoned, SessionBlocked, SessionWorker
 
@@ -129,14 +131,15 @@ class SegdashApp(pn.viewable.Viewer):
         self.cards.apply.scheduler = scheduler
         self.canvas = Canvas(self.segmenter, self._brush, self.cards.results.overlay_view,
                              self.report)
+        self.guide = Guide(self.segmenter, self.cards)  # shortcuts, their help, the hint
         self.cards.classes.param.watch(self._on_brush, "active_class")
-        self.cards.strokes.param.watch(self._on_brush, "stroke_width")
+        self.cards.strokes.param.watch(self._on_brush, ["stroke_width", "tool"])
         self.cards.results.param.watch(self._on_overlay_view,
                                        ["show_overlay", "opacity", "view", "probability_class"])
         self.progress = ProgressRow(self.worker, self._on_ui)
         #: Segmenter parameters the page shows: what the cards, the plot and the app watch.
         self.watched = frozenset(self.cards.watches | set(self.canvas.watches)
-                                 | set(self.watches))
+                                 | set(self.guide.watches) | set(self.watches))
         self.segmenter.param.watch(self._on_state, sorted(self.watched))
         self._pending.update(self.watched)
         self._flush()  # the first page is complete before it is sent
@@ -166,7 +169,7 @@ class SegdashApp(pn.viewable.Viewer):
     def main(self) -> list[Any]:
         """Messages, the busy indicator and status, and the plot."""
         return [self.plugin_alert, self.alert, pn.Row(self.spinner, self.status),
-                self.progress, self.cards.results.legend, self.canvas.pane]
+                self.progress, self.cards.results.legend, self.guide.panel(), self.canvas.pane]
 
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Row(pn.Column(*self.sidebar(), width=380), pn.Column(*self.main()))
@@ -214,6 +217,9 @@ class SegdashApp(pn.viewable.Viewer):
         changed = names.intersection(self.canvas.watches)
         if changed:
             self.canvas.refresh(changed)
+        changed = names.intersection(self.guide.watches)
+        if changed:
+            self.guide.refresh(changed)
         self._show_state(names)
 
     def _show_state(self, names: set[str]) -> None:
@@ -222,7 +228,9 @@ class SegdashApp(pn.viewable.Viewer):
             self._clear_error()  # a new result: the last error is history
         if "busy" in names or "status" in names:
             self.spinner.value = bool(seg.busy or self.worker.busy)
-            self.status.object = seg.status
+            # a Str pane renders its text as HTML (Panel decodes it once into innerHTML):
+            # the status names files and classes, so it is escaped
+            self.status.object = html_text(seg.status)
             self.progress.update()
         if "error" in names and seg.error:
             self._show_error(seg.error)
@@ -230,9 +238,12 @@ class SegdashApp(pn.viewable.Viewer):
     # -- brush and overlay view -------------------------------------------------------
 
     def _brush(self) -> Brush:
-        classes = self.cards.classes
-        return Brush(classes.active_class, classes.active_color(),
-                     float(self.cards.strokes.stroke_width))
+        classes, strokes = self.cards.classes, self.cards.strokes
+        width = float(strokes.stroke_width)
+        if strokes.tool == "eraser":
+            return Brush(ERASER, ERASER_COLOR, width)
+        return Brush(classes.active_class, classes.active_color(), width,
+                     fill=strokes.tool == "fill")
 
     def _on_brush(self, *events: param.parameterized.Event) -> None:
         self.canvas.set_brush()

@@ -6,12 +6,13 @@ changed on the server (undo, redo, clear, restored annotations, a removed or rec
 class) are pushed to the browser by :meth:`Canvas.sync_strokes`, which assigns the Bokeh data
 source's ``data``.
 
-Each stroke's class, colour and width (in image pixels) are columns of the data source. A
-plot hook maps the glyph's ``line_color`` to the colour column and ``line_width`` to the
-width column through a transform that converts image pixels to screen pixels at the
-current zoom, and the freehand tool's ``default_overrides`` stamp the selected class, colour
-and width on each new stroke in the browser, so a stroke shows in its class colour while it
-is drawn.
+Each stroke's class, colour, width (in image pixels) and fill flag are columns of the data
+source. A plot hook maps the glyph's ``line_color`` to the colour column and ``line_width``
+to the width column through a transform that converts image pixels to screen pixels at the
+current zoom, and the freehand tool's ``default_overrides`` stamp the selected class, colour,
+width and fill on each new stroke in the browser, so a stroke shows in its class colour while
+it is drawn. Eraser strokes (class 0) show in :data:`ERASER_COLOR`; fill strokes (lassos)
+also show their inside, through a patches glyph on the same data source.
 
 The image is shown by :mod:`segdash.io.render`'s display rule (the one the overlay files
 use) with the Segmenter's :attr:`~segdash.Segmenter.display` settings (range, channels):
@@ -36,12 +37,12 @@ import holoviews as hv
 import numpy as np
 import panel as pn
 from bokeh.core.properties import field
-from bokeh.models import CustomJS, CustomJSTransform, FreehandDrawTool
+from bokeh.models import CustomJS, CustomJSTransform, FreehandDrawTool, Patches
 
 from ..io.pyramid import area_average
 from ..io.render import DisplaySettings
 from ..segmenter import Segmenter
-from ..strokes import Stroke
+from ..strokes import ERASER, Stroke
 from .display import (
     data_to_image,
     display_step,
@@ -60,6 +61,11 @@ FRAME_MAX_WIDTH = 760
 FRAME_MAX_HEIGHT = 640
 #: Data source columns of a stroke besides ``xs`` and ``ys``.
 CLASS_COL, COLOR_COL, WIDTH_COL = "stroke_class", "stroke_color", "stroke_width"
+FILL_COL = "stroke_fill"
+#: How eraser strokes show on the image.
+ERASER_COLOR = "#ffffff"
+#: Opacity of a fill stroke's inside (its edge is drawn like any stroke).
+FILL_ALPHA = 0.35
 
 # Screen pixels per image pixel at the current zoom (data units are image pixels).
 _WIDTH_JS = """
@@ -94,18 +100,23 @@ if (sx > sy) {
 """
 #: Smallest plot height, in screen pixels (the plot otherwise fills the page's height).
 MIN_PLOT_HEIGHT = 360
-#: Screen pixels above the plot (header, status and progress lines), left out of its height.
-PLOT_TOP = 180
+#: Screen pixels above the plot (header, status, progress, hint and shortcuts lines), left
+#: out of its height.
+PLOT_TOP = 225
+# The inside of fill strokes only (the fill column holds booleans, or 0/1).
+_FILL_ALPHA_JS = f"return Array.from(xs, (f) => (f ? {FILL_ALPHA} : 0));"
 
-_Row = tuple[np.ndarray, np.ndarray, int, str, float]
+_Row = tuple[np.ndarray, np.ndarray, int, str, float, bool]
 
 
 class Brush(NamedTuple):
-    """What the next stroke paints: class id, its colour, width in image pixels."""
+    """What the next stroke paints: class id (:data:`~segdash.strokes.ERASER` erases), its
+    colour, width in image pixels, and whether it fills the lasso it draws."""
 
     class_id: int
     color: str
     width: float
+    fill: bool = False
 
 
 class Viewport(NamedTuple):
@@ -261,7 +272,7 @@ class Canvas:
         self.base = hv.RGB(self._base_pipe.data, bounds=bounds)  # until the plot renders
         self._pipe = hv.streams.Pipe(data=self._overlay_data())
         overlay = hv.DynamicMap(partial(_rgba_element, bounds=bounds), streams=[self._pipe])
-        path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL])
+        path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL, FILL_COL])
         stream = hv.streams.FreehandDraw(source=path, num_objects=0)
         stream.add_subscriber(partial(self._on_stream, image))
         plot = (base * overlay * path).opts(
@@ -315,7 +326,7 @@ class Canvas:
         self._pipe = hv.streams.Pipe(data=None)
         overlay = hv.DynamicMap(self._overlay_element, streams=[self._pipe])
         self._range.add_subscriber(self._on_range)
-        path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL])
+        path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL, FILL_COL])
         stream = hv.streams.FreehandDraw(source=path, num_objects=0)
         stream.add_subscriber(partial(self._on_stream, source))
         plot = (base * overlay * path).opts(
@@ -398,6 +409,11 @@ class Canvas:
             if glyph is not None and hasattr(glyph, "line_color"):
                 glyph.update(line_color=field(COLOR_COL), line_width=width, line_alpha=0.9,
                              line_cap="round", line_join="round")
+        if not any(r.name == "segdash-fill" for r in fig.renderers):
+            alpha = field(FILL_COL, CustomJSTransform(v_func=_FILL_ALPHA_JS))
+            fig.add_glyph(source, Patches(xs="xs", ys="ys", fill_color=field(COLOR_COL),
+                                          fill_alpha=alpha, line_alpha=0),
+                          name="segdash-fill", level="overlay")
         redraw = CustomJS(args={"renderer": renderer}, code=_REDRAW_JS)
         fig.x_range.js_on_change("start", redraw)
         fig.x_range.js_on_change("end", redraw)
@@ -423,17 +439,19 @@ class Canvas:
             return
         brush = self._brush()
         self._tool.default_overrides = {
-            CLASS_COL: int(brush.class_id), COLOR_COL: brush.color, WIDTH_COL: float(brush.width)}
+            CLASS_COL: int(brush.class_id), COLOR_COL: brush.color, WIDTH_COL: float(brush.width),
+            FILL_COL: bool(brush.fill)}
 
     def _rows(self) -> list[_Row]:
         shape = self.segmenter.image_shape
         h = shape[0] if shape is not None else 0
         colors = {c.id: c.color for c in self.segmenter.classes}
+        colors[ERASER] = ERASER_COLOR
         rows = []
         for s in self.segmenter.strokes:
             xs, ys = image_to_data(s.xs, s.ys, h)
             rows.append((np.asarray(xs), np.asarray(ys), s.label,
-                         colors.get(s.label, "#000000"), s.width))
+                         colors.get(s.label, "#000000"), s.width, s.fill))
         return rows
 
     def sync_strokes(self, force: bool = False) -> None:
@@ -450,6 +468,7 @@ class Canvas:
             CLASS_COL: [r[2] for r in rows],
             COLOR_COL: [r[3] for r in rows],
             WIDTH_COL: [r[4] for r in rows],
+            FILL_COL: [r[5] for r in rows],
         }
         self._source.data = data
         if any(isinstance(v, np.ndarray) for v in self._source.data.values()):
@@ -473,7 +492,8 @@ class Canvas:
         """Take the browser's strokes (FreehandDraw data, plot coordinates) into the Segmenter.
 
         Strokes appended in the browser are added; if the browser's list differs otherwise
-        (a stroke deleted with the tool), it replaces the Segmenter's strokes.
+        (a stroke deleted with the tool: click it, then Backspace), it replaces the
+        Segmenter's strokes, as one edit that undo takes back.
         """
         rows = _browser_rows(data, self._brush)
         if _same_rows(rows, self._drawn):
@@ -485,14 +505,14 @@ class Canvas:
         appended = len(rows) > k and _same_rows(rows[:k], self._drawn)
         self._drawn = rows
         if appended:
-            for xs, ys, label, _, width in rows[k:]:
+            for xs, ys, label, _, width, fill in rows[k:]:
                 cx, cy = data_to_image(xs, ys, h)
-                seg.add_stroke(cx, cy, label, width)
+                seg.add_stroke(cx, cy, label, width, fill)
         else:
             strokes = []
-            for xs, ys, label, _, width in rows:
+            for xs, ys, label, _, width, fill in rows:
                 cx, cy = data_to_image(xs, ys, h)
-                strokes.append(Stroke(tuple(cx), tuple(cy), label, width))
+                strokes.append(Stroke(tuple(cx), tuple(cy), label, width, fill))
             seg.set_strokes(strokes)
 
     # -- overlay ----------------------------------------------------------------------
@@ -556,7 +576,7 @@ def _rgba_element(data: np.ndarray, bounds: tuple[int, int, int, int]) -> hv.RGB
 def _browser_rows(data: dict, brush: Callable[[], Brush]) -> list[_Row]:
     xs_all = data.get("xs") or []
     n = len(xs_all)
-    default_class, default_color, default_width = brush()
+    default_class, default_color, default_width, default_fill = brush()
 
     def column(name: str, default: Any) -> list:
         values = list(data.get(name) or [])
@@ -566,10 +586,11 @@ def _browser_rows(data: dict, brush: Callable[[], Brush]) -> list[_Row]:
     classes = column(CLASS_COL, default_class)
     colors = column(COLOR_COL, default_color)
     widths = column(WIDTH_COL, default_width)
+    fills = column(FILL_COL, default_fill)
     ys_all = data.get("ys") or []
     return [
         (np.asarray(xs_all[i], dtype=float), np.asarray(ys_all[i], dtype=float),
-         int(classes[i]), str(colors[i]), float(widths[i]))
+         int(classes[i]), str(colors[i]), float(widths[i]), bool(fills[i]))
         for i in range(n)
     ]
 
@@ -582,7 +603,8 @@ def _same_rows(a: list[_Row], b: list[_Row], colors: bool = False) -> bool:
     if len(a) != len(b):
         return False
     for ra, rb in zip(a, b, strict=True):
-        if ra[2] != rb[2] or abs(ra[4] - rb[4]) > 1e-9 or (colors and ra[3] != rb[3]):
+        if (ra[2] != rb[2] or abs(ra[4] - rb[4]) > 1e-9 or ra[5] != rb[5]
+                or (colors and ra[3] != rb[3])):
             return False
         if ra[0].shape != rb[0].shape or ra[1].shape != rb[1].shape:
             return False

@@ -264,3 +264,109 @@ def error_text(page: Page, pattern: str, timeout: float = 30_000) -> str:
     locator = page.locator(".segdash-error").get_by_text(re.compile(pattern))
     locator.wait_for(timeout=timeout)
     return locator.inner_text()
+
+
+# -- painting: tools, keys, status history (tests/browser/test_painting.py) -----------------
+
+# Which drag tool is on: "pan", "draw" or null.
+DRAG_TOOL_JS = """() => {
+  const plot = Bokeh.index.query_one((v) => v.model.toolbar != null
+    && v.model.toolbar.tools.some((t) => t.type === 'FreehandDrawTool'));
+  if (plot == null) return null;
+  const tools = plot.model.toolbar.tools;
+  if (tools.find((t) => t.type === 'PanTool').active) return 'pan';
+  return tools.find((t) => t.type === 'FreehandDrawTool').active ? 'draw' : null;
+}"""
+
+# Every text the status line shows from now on (not the one it shows now), in order
+# (window.segdashStatuses).
+RECORD_STATUS_JS = """() => {
+  const v = Bokeh.index.query_one((v) => v.model.css_classes != null
+    && v.model.css_classes.includes('segdash-status'));
+  const seen = window.segdashStatuses = [];
+  // the text is HTML-escaped "<pre>...</pre>", as the pane renders it
+  const text = (html) => { const d = document.createElement('div'); d.innerHTML = html;
+                           return d.textContent; };
+  const read = () => seen.push(text(text(v.model.text)).trim());
+  v.model.properties.text.change.connect(read);
+}"""
+
+
+def wait_strokes(page: Page, classes: list[int], timeout: float = 20_000) -> list[dict]:
+    """Wait until the browser holds strokes of exactly these class ids, in this order."""
+    page.wait_for_function(f"(({STROKES_JS})() || []).map((s) => s.cls).join() === "
+                           f"'{','.join(map(str, classes))}'", timeout=timeout)
+    return strokes(page)
+
+
+def wait_brush(page: Page, **stamp: object) -> dict:
+    """Wait until the freehand tool stamps new strokes with ``stamp`` (column names without
+    the ``stroke_`` prefix: cls, color, width, fill)."""
+    checks = " && ".join(f"o.stroke_{'class' if k == 'cls' else k} === "
+                         f"{str(v).lower() if isinstance(v, bool) else repr(v)}"
+                         for k, v in stamp.items())
+    page.wait_for_function(f"(() => {{ const o = ({BRUSH_JS})(); return {checks}; }})()",
+                           timeout=10_000)
+    return page.evaluate(BRUSH_JS)
+
+
+def class_names(page: Page) -> list[str]:
+    return page.locator(".segdash-class button").all_inner_texts()
+
+
+def blur(page: Page) -> None:
+    """Leave any text field: keys typed next are shortcuts."""
+    page.locator(".segdash-status").click()
+
+
+class HeldSocket:
+    """The page's Bokeh websocket routed through the test: what the server sends can be
+    held back (a server slow to answer) and released, in order. Install before loading
+    the page."""
+
+    def __init__(self, page: Page) -> None:
+        self.holding = False
+        self.held: list[str | bytes] = []
+        self._page_side = None
+        page.route_web_socket(re.compile(r"/ws(\?|$)"), self._route)
+
+    def _route(self, ws) -> None:
+        server = ws.connect_to_server()
+        self._page_side = ws
+        server.on_message(self._from_server)  # the page's messages still go through as sent
+
+    def _from_server(self, message: str | bytes) -> None:
+        if self.holding or self.held:  # while releasing too: the order is kept
+            self.held.append(message)
+        else:
+            self._page_side.send(message)
+
+    def hold(self) -> None:
+        self.holding = True
+
+    def wait_held(self, page: Page, quiet_ms: int = 300) -> int:
+        """Wait until the server has sent its answer (messages held, then none for
+        ``quiet_ms``); returns how many are held."""
+        before = -1
+        while len(self.held) != before or not self.held:
+            before = len(self.held)
+            page.wait_for_timeout(quiet_ms)  # messages reach us while Playwright waits
+        return len(self.held)
+
+    def release(self) -> None:
+        self.holding = False
+        while self.held:
+            self._page_side.send(self.held.pop(0))
+
+
+def record_status(page: Page) -> None:
+    """Start recording every status line text (see :func:`wait_recorded`)."""
+    page.evaluate(RECORD_STATUS_JS)
+
+
+def wait_recorded(page: Page, pattern: str, timeout: float = 60_000) -> str:
+    """Wait until a status recorded since :func:`record_status` matches ``pattern`` (a
+    regex: the server has acted on what the test did since); return the last match."""
+    page.wait_for_function("(p) => window.segdashStatuses.some((s) => new RegExp(p).test(s))",
+                           arg=pattern, timeout=timeout)
+    return [s for s in page.evaluate("window.segdashStatuses") if re.search(pattern, s)][-1]
