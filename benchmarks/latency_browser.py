@@ -48,7 +48,6 @@ sys.path.insert(0, str(HERE))
 from scenes import astronaut  # noqa: E402
 
 from segdash.segmenter import PREVIEW_MIN_PIXELS, Segmenter  # noqa: E402
-
 from tests.browser.conftest import CHROMIUM_ARGS, chromium_path, serving  # noqa: E402
 from tests.browser.pages import (  # noqa: E402
     BRUSH_JS,

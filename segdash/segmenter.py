@@ -25,8 +25,8 @@ from .classes import ClassInfo, classes_from_dicts, default_class
 from .codes import channel_range
 from .contract import hook, image_channels, prepare_image, settings_of
 from .errors import ImageError, ProjectError, SegdashError
-from .importance import DEFAULT_KEEP, Importance, feature_importance, useful_settings
 from .history import EditHistory
+from .importance import DEFAULT_KEEP, Importance, feature_importance, useful_settings
 from .io.naming import result_name
 from .io.pyramid import LARGE_PIXELS, Pyramid, default_downsample, pyramid_of
 from .io.read import read_image, read_untrusted
