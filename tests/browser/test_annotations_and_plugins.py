@@ -58,7 +58,7 @@ def test_annotations_download_clear_and_upload_restore_the_strokes(page, server,
     saved = download(page, "Annotations (JSON)", tmp_path)
     assert saved.name == "coins_annotations.json"
     doc = json.loads(saved.read_text())
-    assert doc["format"] == "segdash-annotations" and doc["version"] == 1
+    assert doc["format"] == "segdash-annotations" and doc["version"] == 2
     assert doc["image_shape"][:2] == [H, W]
     assert [(c["id"], c["color"]) for c in doc["classes"]] == [(1, ORANGE), (2, BLUE)]
     assert [(s["label"], s["width"]) for s in doc["strokes"]] == [(1, 5.0), (2, 5.0)]
