@@ -274,8 +274,11 @@ class Guide:
 
     def _show_hint(self) -> None:
         if self.hint_done:
-            # hidden, its place kept: the canvas must not move under the mouse
+            # gone, its row kept (the help button holds its height): the canvas must not
+            # move under the mouse. The text is emptied too: a change of ``styles`` alone did
+            # not reach the browser after the image had been changed (Panel 1.9)
             self.hint.styles = {"visibility": "hidden"}
+            self.hint.object = ""
             return
         tool = self.cards.strokes.tool
         try:
