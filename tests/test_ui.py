@@ -274,7 +274,7 @@ def test_each_session_has_its_own_segmenter(app):
 
 def test_sidebar_is_one_card_per_step_in_the_order_they_are_used(app):
     cards = list(app.cards)
-    assert [c.title for c in cards] == ["Project", "Image", "Display", "Classes", "Strokes",
+    assert [c.title for c in cards] == ["Project", "Image", "Classes", "Strokes", "Display",
                                         "Features", "Classifier", "Results",
                                         "Feature importance", "Files",
                                         "Apply to project"]
@@ -294,7 +294,7 @@ def test_watched_parameters_are_the_union_of_what_the_cards_watch(app):
 
 
 def test_each_card_is_refreshed_with_the_changes_it_watches_and_no_others(monkeypatch):
-    card_types = (ProjectCard, ImageCard, DisplayCard, ClassesCard, StrokesCard, FeaturesCard,
+    card_types = (ProjectCard, ImageCard, ClassesCard, StrokesCard, DisplayCard, FeaturesCard,
                   ClassifierCard, ResultsCard, ImportanceCard, FilesCard, ApplyCard)
     calls: list[tuple[Card, set[str]]] = []
     for card_type in card_types:

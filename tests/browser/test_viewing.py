@@ -116,6 +116,7 @@ def test_display_range_and_channel_change_the_picture_not_the_results(view):
     assert before["shape"] == [H, W] and not before["grey"]
     # Drag channel 1's low end to the right: its dark pixels get darker (red falls).
     handle = _slider_handle(page, 1, "lower")
+    handle.scroll_into_view_if_needed()  # the Display card is below the painting cards
     box = handle.bounding_box()
     track = page.locator(".segdash-display-range-1 .noUi-base").first.bounding_box()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)

@@ -50,9 +50,9 @@ class Cards:
 
     project: ProjectCard
     image: ImageCard
-    display: DisplayCard
     classes: ClassesCard
     strokes: StrokesCard
+    display: DisplayCard  # after painting's cards: it is adjusted now and then, not per stroke
     features: FeaturesCard
     classifier: ClassifierCard
     results: ResultsCard
