@@ -468,13 +468,15 @@ def test_train_button_with_one_class_painted_shows_a_message(app):
 def test_burst_of_strokes_trains_once_on_the_last(app):
     app.cards.results.live_toggle.value = False
     paint_two_classes(app)
-    app.cards.results.live_toggle.value = True  # one training queued
-    gate = threading.Event()
-    app.worker.submit(gate.wait)  # hold the worker while more strokes arrive
-    for i in range(5):
-        app.segmenter.add_stroke([10 + i, 20 + i], [100, 100], 1, 2)
+    assert app.wait_idle(60)
     trained = []
     app.segmenter.param.watch(lambda e: trained.append(1), "model")
+    gate = threading.Event()
+    # hold the worker first: a training queued on an idle worker would start at once
+    app.worker.submit(gate.wait)
+    app.cards.results.live_toggle.value = True  # one training queued
+    for i in range(5):
+        app.segmenter.add_stroke([10 + i, 20 + i], [100, 100], 1, 2)
     gate.set()
     assert app.wait_idle(60)
     assert len(trained) == 1  # the queued trainings were replaced by the newest
