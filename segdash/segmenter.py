@@ -28,7 +28,7 @@ from .errors import ImageError, ProjectError, SegdashError
 from .history import EditHistory
 from .importance import DEFAULT_KEEP, Importance, feature_importance, useful_settings
 from .io.naming import result_name
-from .io.pyramid import LARGE_PIXELS, Pyramid, default_downsample, pyramid_of
+from .io.pyramid import Pyramid, default_downsample, is_large, pyramid_of
 from .io.read import read_image, read_untrusted
 from .io.render import DisplaySettings, overlay_rgb, value_bounds
 from .io.write import encode, proba_bytes, write_labels, write_png
@@ -307,7 +307,7 @@ class Segmenter(param.Parameterized):
         """Open a decoded upload: whole, or tile by tile at a working resolution when it
         is large (as ``segdash serve`` opens a large file), so that a big upload is worked
         on rather than refused by the session's memory budget."""
-        if image.ndim >= 2 and image.shape[0] * image.shape[1] > LARGE_PIXELS:
+        if is_large(image.shape):
             self.open_pyramid(pyramid_of(image, name), name)
         else:
             self.set_image(image, name)

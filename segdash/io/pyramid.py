@@ -379,9 +379,15 @@ def open_large(path: str | Path, large_pixels: int = LARGE_PIXELS) -> Pyramid | 
     if sniff_format(head) != "TIFF":
         return None
     pyramid = _open_tiff_pyramid(path)
-    if pyramid.file_levels > 1 or pyramid.height * pyramid.width > large_pixels:
+    if pyramid.file_levels > 1 or is_large(pyramid.shape, large_pixels):
         return pyramid
     return None
+
+
+def is_large(shape: tuple[int, ...], large_pixels: int = LARGE_PIXELS) -> bool:
+    """Whether an image of ``shape`` ``(H, W, ...)`` is worked on tile by tile (the one rule
+    for in-memory images: ``segdash serve IMAGE`` and uploads alike)."""
+    return int(shape[0]) * int(shape[1]) > large_pixels
 
 
 def pyramid_of(image: np.ndarray, name: str = "image") -> Pyramid:

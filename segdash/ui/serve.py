@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ProjectError, SegdashError
-from ..io.pyramid import LARGE_PIXELS, Pyramid, is_zarr, open_large, pyramid_of
+from ..io.pyramid import Pyramid, is_large, is_zarr, open_large, pyramid_of
 from ..io.read import read_image
 from ..project import Project, locate, write_atomic
 from .upload import DEFAULT_MAX_UPLOAD_GB
@@ -214,7 +214,7 @@ def shared_image(path: str) -> np.ndarray | Pyramid:
         return pyramid
     array = read_image(path)
     array.flags.writeable = False  # shared by every session: nobody may change it
-    if array.shape[0] * array.shape[1] > LARGE_PIXELS:
+    if is_large(array.shape):
         return pyramid_of(array, Path(path).name)
     return array
 
