@@ -274,11 +274,11 @@ class Guide:
 
     def _show_hint(self) -> None:
         if self.hint_done:
-            # gone, its row kept (the help button holds its height): the canvas must not
-            # move under the mouse. The text is emptied too: a change of ``styles`` alone did
-            # not reach the browser after the image had been changed (Panel 1.9)
+            # gone, its line kept: the canvas must not move under the mouse. The text is
+            # blanked too (one line, as the hint is in a window of usual width): a change of
+            # ``styles`` alone did not reach the browser after the image had been changed
             self.hint.styles = {"visibility": "hidden"}
-            self.hint.object = ""
+            self.hint.object = "&nbsp;"
             return
         tool = self.cards.strokes.tool
         try:
