@@ -218,6 +218,13 @@ def wait_overlay(page: Page, opaque: int, timeout: float = 30_000) -> dict:
     return overlay(page)
 
 
+def wait_overlay_colours(page: Page, n: int, timeout: float = 30_000) -> dict:
+    """Wait until the overlay shows ``n`` class colours; return its summary."""
+    page.wait_for_function(f"((({OVERLAY_JS})() || {{}}).colours || []).length === {int(n)}",
+                           timeout=timeout)
+    return overlay(page)
+
+
 def mark_overlay(page: Page) -> None:
     """Remember the overlay now shown, for :func:`wait_new_overlay`."""
     page.evaluate(MARK_OVERLAY_JS)

@@ -35,11 +35,11 @@ from .pages import (
     download,
     frame,
     open_app,
-    overlay,
     paint,
     record_status,
     wait_brush,
     wait_overlay,
+    wait_overlay_colours,
     wait_recorded,
     wait_status,
     wait_strokes,
@@ -294,11 +294,14 @@ def test_clear_and_remove_class_are_undone(page_):
     expect(page.locator(".segdash-class button", has_text=re.compile("^class 2$"))
            ).to_have_count(0)
     assert class_names(page) == ["class 1", "rim"]
+    record_status(page)
     page.keyboard.press("Control+z")
     wait_strokes(page, [1, 2])
     assert class_names(page) == ["class 1", "class 2", "rim"]
-    wait_status(page, r"trained random_forest")
-    assert len(overlay(page)["colours"]) == 2
+    wait_recorded(page, r"trained random_forest")
+    # The status and the overlay are separate messages: wait for the overlay to arrive
+    # (asserting it at once failed in CI when the status came first).
+    wait_overlay_colours(page, 2)
 
 
 def test_no_console_errors(held_page):
