@@ -36,6 +36,7 @@ from .codes import Quantizer, channel_range
 from .contract import drop_alpha, image_channels, prepare_image
 from .errors import ImageError, ProjectConflictError, ProjectError
 from .io.naming import is_image_name
+from .io.pyramid import Pyramid, default_downsample, is_large, open_large, pyramid_of
 from .io.read import read_image, read_untrusted, sniff_format
 from .io.render import DisplaySettings
 from .io.sources import open_source
@@ -46,6 +47,7 @@ from .model import (
     pooled_range,
     shared_quantizer,
 )
+from .ondemand import ByteCache, TiledImage, scale_strokes
 from .stack import FeatureStack
 from .strokes import Stroke, rasterize_strokes
 
@@ -65,6 +67,8 @@ MAX_IMAGES = 10_000
 MAX_POINTS = 5_000_000
 #: Frames whose channel ranges are pooled for a stack's range (evenly spaced).
 RANGE_FRAMES = 8
+#: Coarsest working resolution a project file may ask for.
+MAX_DOWNSAMPLE = 1024
 
 
 # -- files -----------------------------------------------------------------------------
@@ -289,6 +293,9 @@ class Project:
         Selected feature extractors; ``feature_params`` ``{name: {setting: value}}``.
     classifier : str
         Selected classifier; ``classifier_params`` its settings.
+    downsample : int or None
+        Working resolution chosen for every image (None: :meth:`working_resolution`'s
+        default).
     revision : int
         The file's revision this project was read at or last wrote.
     notice : str
@@ -308,8 +315,13 @@ class Project:
         self.feature_params: dict[str, dict[str, Any]] = {}
         self.classifier = "random_forest"
         self.classifier_params: dict[str, Any] = {}
+        self.downsample: int | None = None
         self.revision = 0
         self.notice = ""
+        # (size, mtime) of files whose fingerprint matched, so a slide of gigabytes is not
+        # hashed again on every switch to it
+        self._checked: dict[str, tuple[int, int]] = {}
+        self._pyramids: dict[str, Pyramid] = {}
 
     # -- opening ------------------------------------------------------------------------
 
@@ -450,6 +462,12 @@ class Project:
                 or not isinstance(clf.get("params", {}), dict)):
             raise _fail("classifier", "needs 'name' and 'params' ({setting: value})")
         project.classifier, project.classifier_params = clf["name"], clf.get("params", {})
+        d = doc.get("working_resolution")
+        if d is not None and (not isinstance(d, int) or isinstance(d, bool)
+                              or not 1 <= d <= MAX_DOWNSAMPLE):
+            raise _fail("working_resolution",
+                        f"must be a downsample factor from 1 to {MAX_DOWNSAMPLE}")
+        project.downsample = d
         return project
 
     # -- paths and images ---------------------------------------------------------------
@@ -494,10 +512,18 @@ class Project:
         img = self.image(image)
         path = self.root / img.path
         try:
-            found = fingerprint(path)
+            st = path.stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+            found = (img.fingerprint if self._checked.get(img.path) == stamp
+                     else fingerprint(path))
         except OSError as exc:
             img.problem = f"{img.path}: cannot read the image ({exc.strerror or exc})"
             return img.problem
+        if found == img.fingerprint:
+            self._checked[img.path] = stamp
+        else:
+            self._checked.pop(img.path, None)
+            self._pyramids.pop(img.path, None)
         if found != img.fingerprint:
             img.problem = (
                 f"{img.path} changed on disk since it was added to the project (its content "
@@ -529,14 +555,22 @@ class Project:
         fp = fingerprint(file)
         source = open_source(file)
         frames = source.frames
-        picks = sorted({round(k * (frames - 1) / max(RANGE_FRAMES - 1, 1))
-                        for k in range(min(frames, RANGE_FRAMES))})
-        ranges, shape = [], None
-        for f in picks:
-            arr = read_frame(file, f)
-            shape = (arr.shape[0], arr.shape[1], image_channels(arr))
-            ranges.append(channel_range(prepare_image(arr)))
-            del arr
+        large = open_large(file) if frames == 1 else None
+        if large is not None:
+            # a slide: its shape from the file, its range from a coarse level (never whole)
+            sample = large.sample()
+            shape = (*large.shape[:2], image_channels(sample))
+            ranges = [channel_range(prepare_image(sample))]
+            self._pyramids[rel] = large
+        else:
+            picks = sorted({round(k * (frames - 1) / max(RANGE_FRAMES - 1, 1))
+                            for k in range(min(frames, RANGE_FRAMES))})
+            ranges, shape = [], None
+            for f in picks:
+                arr = read_frame(file, f)
+                shape = (arr.shape[0], arr.shape[1], image_channels(arr))
+                ranges.append(channel_range(prepare_image(arr)))
+                del arr
         if self.images and shape[2] != self.images[0].channels:
             raise ProjectError(
                 f"{rel} has {shape[2]} channel(s), the project's images "
@@ -643,6 +677,57 @@ class Project:
             raise ProjectError(img.problem)
         return read_frame(self.path_of(img), frame)
 
+    # -- working resolution and large images ---------------------------------------------
+
+    def working_resolution(self) -> int:
+        """The downsample factor every image is worked on at: :attr:`downsample` when
+        chosen, else the default of the project's largest image
+        (:func:`~segdash.io.pyramid.default_downsample`): 1 for a project of ordinary
+        images, coarser when it holds a slide."""
+        if any(img.frames > 1 for img in self.images):
+            return 1  # stacks are read frame by frame, whole (see is_tiled)
+        if self.downsample is not None:
+            return int(self.downsample)
+        large = [img.shape for img in self.images if is_large(img.shape)]
+        if not large:
+            return 1
+        return default_downsample(max(large, key=lambda s: s[0] * s[1]))
+
+    def is_tiled(self, image: ProjectImage | int) -> bool:
+        """Whether an image is worked on tile by tile (:meth:`pyramid`): a large single
+        image, or any single image when the working resolution is coarser than 1. Stacks
+        (several frames) are read frame by frame, whole."""
+        img = self.image(image)
+        return img.frames == 1 and (is_large(img.shape) or self.working_resolution() > 1)
+
+    def pyramid(self, image: ProjectImage | int) -> Pyramid:
+        """A tiled image as a lazy :class:`~segdash.io.pyramid.Pyramid`: a pyramidal or
+        large TIFF read region by region, a smaller file read whole.
+
+        Raises
+        ------
+        ProjectError
+            The file changed since it was added (fingerprint) or is missing.
+        ImageError
+            It no longer reads as an image.
+        """
+        img = self.image(image)
+        if self.check(img):
+            raise ProjectError(img.problem)
+        found = self._pyramids.get(img.path)
+        if found is None:
+            path = self.path_of(img)
+            found = open_large(path) or pyramid_of(read_frame(path), img.name)
+            self._pyramids[img.path] = found
+        return found
+
+    def sample(self, image: ProjectImage | int) -> np.ndarray:
+        """An image whole, or a tiled one from a coarse pyramid level (what ranges and
+        thumbnails are estimated on)."""
+        if self.is_tiled(image):
+            return self.pyramid(image).sample()
+        return self.read(image, 0)
+
     # -- strokes ------------------------------------------------------------------------
 
     def strokes(self, image: ProjectImage | int, frame: int = 0) -> list[Stroke]:
@@ -686,7 +771,7 @@ class Project:
     def quantizer(self, stack: FeatureStack) -> Quantizer:
         """The codes every image's features are stored as (see the module's docstring)."""
         low, span = self.channel_range()
-        return shared_quantizer(stack, low, span, lambda: self.read(0, 0))
+        return shared_quantizer(stack, low, span, lambda: self.sample(0))
 
     # -- the file -----------------------------------------------------------------------
 
@@ -700,6 +785,8 @@ class Project:
                          "params": {n: dict(v) for n, v in self.feature_params.items()}},
             "classifier": {"name": self.classifier, "params": dict(self.classifier_params)},
             "images": [img.to_dict() for img in self.images],
+            **({"working_resolution": self.downsample} if self.downsample is not None
+               else {}),
         }
 
     def to_json(self) -> str:
@@ -785,22 +872,54 @@ class PaintedRows:
 
     Entries are keyed by image path and frame and remember the strokes, feature settings
     and quantizer they were computed for; anything else changed recomputes them.
+
+    Images the project works on tile by tile (:meth:`Project.is_tiled`: slides, or every
+    image at a coarse working resolution) have a :class:`~segdash.ondemand.TiledImage`
+    instead: only the tiles under their strokes are read and computed, and the codes stay
+    in :attr:`cache` (bounded in bytes), where the session's overlay of the same image
+    finds them.
+
+    Parameters
+    ----------
+    cache_bytes : int
+        Bytes the tiles' codes and painted rows may hold, all tiled images together.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cache_bytes: int = 1_000_000_000) -> None:
         self._rows: dict[tuple[str, int], tuple[tuple, np.ndarray, np.ndarray]] = {}
+        self.cache = ByteCache(int(cache_bytes))
+        self._tiled: dict[tuple[str, str, int], TiledImage] = {}
+
+    def tiled_image(self, project: Project, index: int) -> TiledImage:
+        """The tiled image of project image ``index`` at the project's working resolution
+        (one per file content and resolution, sharing :attr:`cache`)."""
+        img = project.images[index]
+        d = project.working_resolution()
+        key = (img.path, img.fingerprint, d)
+        found = self._tiled.get(key)
+        if found is None:
+            found = TiledImage(project.pyramid(img).at(d), self.cache, token=key)
+            self._tiled[key] = found
+        return found
 
     def get(
         self, project: Project, index: int, frame: int, stack: FeatureStack,
-        quantizer: Quantizer, codes: np.ndarray | None = None,
+        quantizer: Quantizer, codes: np.ndarray | None = None, ring: int = 0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(X, y)`` of one frame's painted pixels: ``(N, F)`` uint8 and ``(N,)``.
 
         ``codes`` are the frame's full ``(H, W, F)`` codes when at hand (the image on
-        screen); otherwise the frame is read and its features computed once.
+        screen); otherwise the frame is read and its features computed once. ``ring``: a
+        tiled image's codes are taken from its tiles grown by ``ring`` pixels, those its
+        prediction reads (:meth:`~segdash.ondemand.TiledImage.painted_rows`).
         """
         img = project.images[index]
         strokes = tuple(project.strokes(img, frame))
+        if project.is_tiled(img):
+            # the tiled image keeps its painted rows per tile in the cache itself
+            scaled = scale_strokes(strokes, project.working_resolution())
+            return self.tiled_image(project, index).painted_rows(scaled, stack, quantizer,
+                                                                  ring)
         key = (img.fingerprint, strokes, stack.key(), _quantizer_key(quantizer))
         hit = self._rows.get((img.path, frame))
         if hit is not None and hit[0] == key:
@@ -816,10 +935,15 @@ class PaintedRows:
     def forget(self, keep: Callable[[str, int], bool]) -> None:
         """Drop the entries ``keep(path, frame)`` is False for."""
         self._rows = {k: v for k, v in self._rows.items() if keep(*k)}
+        gone = [k for k in self._tiled if not keep(k[0], 0)]
+        for k in gone:
+            del self._tiled[k]
+        self.cache.drop(lambda key: not (len(key) > 1 and key[1] in gone))
 
     @property
     def nbytes(self) -> int:
-        return sum(x.nbytes + y.nbytes for _, x, y in self._rows.values())
+        return (sum(x.nbytes + y.nbytes for _, x, y in self._rows.values())
+                + self.cache.nbytes)
 
 
 def _quantizer_key(q: Quantizer) -> bytes:
@@ -833,6 +957,7 @@ def train_project(
     classifier_params: Mapping[str, Any] | None = None,
     current: tuple[int, int, np.ndarray] | None = None,
     quantizer: Quantizer | None = None,
+    ring: int = 0,
 ) -> SegmentationModel:
     """Train the project's model on the painted pixels of every image and frame.
 
@@ -852,6 +977,9 @@ def train_project(
         The full ``(H, W, F)`` codes of one frame, made with ``quantizer``.
     quantizer : Quantizer, optional
         Default ``project.quantizer(stack)``.
+    ring : int
+        Pixels around tiled images' tiles their codes are computed with (what the
+        session's prediction reads: see :meth:`PaintedRows.get`); no effect on the model.
 
     Raises
     ------
@@ -865,15 +993,18 @@ def train_project(
     Xs, ys = [], []
     for i, f in project.painted():
         codes = current[2] if current is not None and current[:2] == (i, f) else None
-        X, y = rows.get(project, i, f, stack, quantizer, codes)
+        X, y = rows.get(project, i, f, stack, quantizer, codes, ring)
         Xs.append(X)
         ys.append(y)
     if not Xs:
         check_classes(np.zeros(0, np.int64))
-    return SegmentationModel.train_rows(
+    model = SegmentationModel.train_rows(
         np.concatenate(Xs), np.concatenate(ys), stack, quantizer, project.classifier,
         params, project.images[0].channels, project.classes,
     )
+    # applied at the resolution it was trained at (`segdash apply` reads it)
+    model.downsample = project.working_resolution()
+    return model
 
 
 def folder_images(folder: str | Path) -> list[Path]:

@@ -179,7 +179,7 @@ class Segmenter(param.Parameterized):
         #: it at once; the dashboard hands it to a worker thread.
         self.run_training: Callable[[Callable[[], Any]], Any] = lambda job: job()
         self._classifiers: dict[str, param.Parameterized] = {}
-        self._rows = PaintedRows()
+        self._rows = PaintedRows(DEFAULT_CACHE_BYTES)
         self._quantizer_cache: tuple[tuple, Any] | None = None
         self._syncing = False
         #: Why the project could not be saved (shown until a save succeeds).
@@ -370,7 +370,7 @@ class Segmenter(param.Parameterized):
         self._syncing = True
         try:
             self._reset(image=None, labels=None, model=None, project=None)
-            self._rows = PaintedRows()
+            self._rows = PaintedRows(self.cache_limit)
             self._save_problem = ""
             self.classes = list(project.classes) or [default_class(1), default_class(2)]
             try:
@@ -413,11 +413,14 @@ class Segmenter(param.Parameterized):
         entry = project.images[index]
         if not 0 <= frame < entry.frames:
             raise ValueError(f"{entry.name} has no frame {frame}")
+        if project.is_tiled(entry):
+            self._select_tiled(index)
+            return
         arr = project.read(entry, frame)
         model = self.model
         display = entry.display if entry.display is not None else DisplaySettings.auto(arr)
         self._reset(image=arr, image_name=entry.name, current=index, frame=frame,
-                    display=display,
+                    display=display, downsample=1,
                     labels=np.zeros(arr.shape[:2], np.uint16), error=self._save_problem,
                     status=f"opened {entry.name}" + (
                         f", frame {frame + 1} of {entry.frames}" if entry.frames > 1 else ""))
@@ -426,6 +429,33 @@ class Segmenter(param.Parameterized):
             self.param.update(strokes=strokes, labels=rasterize_strokes(strokes, arr.shape))
         if model is not None and model.n_channels == image_channels(arr):
             self._predict_current(model)
+        elif self._painted_classes() >= 2:
+            self._retrain_if_live()
+
+    def _select_tiled(self, index: int) -> None:
+        """Show project image ``index`` read tile by tile (a slide, or any image at a coarse
+        working resolution): only the tiles in view and under strokes are computed."""
+        project = self.project
+        entry = project.images[index]
+        pyramid = project.pyramid(entry)
+        tiled = self._rows.tiled_image(project, index)
+        d = project.working_resolution()
+        model = self.model
+        display = entry.display if entry.display is not None else DisplaySettings.auto(
+            pyramid.sample())
+        h, w = pyramid.shape[:2]
+        self._reset(image=None, source=pyramid, tiled=tiled, downsample=d,
+                    image_name=entry.name, current=index, frame=0, display=display,
+                    labels=None, error=self._save_problem,
+                    status=f"opened {entry.name} ({w}x{h}, read tile by tile"
+                           + (f", working at 1/{d})" if d > 1 else ")"))
+        with self._lock:
+            self._result_key += 1  # no tile of this image shows an older model
+            self.strokes = project.strokes(entry, 0)
+        if model is not None and model.n_channels == self._tiled_channels:
+            with self._lock:
+                self._publish_tiled(model, self.status)
+            self.run_view(partial(self._fill_view, model))
         elif self._painted_classes() >= 2:
             self._retrain_if_live()
 
@@ -438,7 +468,7 @@ class Segmenter(param.Parameterized):
         ProjectError
             The image changed on disk or is missing.
         """
-        arr = self.project.read(index, 0)
+        arr = self.project.sample(index)
         step = max(1, int(np.ceil(max(arr.shape[:2]) / side)))
         display = self.project.images[index].display or DisplaySettings.auto(arr)
         return encode(write_png, display.rgb(arr[::step, ::step]))
@@ -601,13 +631,14 @@ class Segmenter(param.Parameterized):
         A training still running when this is called discards its result. A project's
         file keeps everything.
         """
-        self._rows = PaintedRows()
+        self._rows = PaintedRows(self.cache_limit)
         self._reset(image=None, labels=None, model=None, project=None, status="closed")
 
     def _reset(self, **updates: Any) -> None:
         """Forget strokes, redo history, cached features and results (training in flight
         included), then apply ``updates``."""
         updates.setdefault("source", None)
+        tiled = updates.pop("tiled", None)  # a project's tiled image (see select)
         if "display" not in updates:
             shown = updates.get("image")
             if shown is None and updates["source"] is not None:
@@ -623,7 +654,8 @@ class Segmenter(param.Parameterized):
                 self._tile_cache.clear()
             self._tiled_channels = 0
             if updates["source"] is not None:
-                self._open_tiled(updates["source"], updates.get("downsample", self.downsample))
+                self._open_tiled(updates["source"], updates.get("downsample", self.downsample),
+                                 tiled)
             self.param.update(strokes=[], segmentation=None, probabilities=None,
                               uncertainty=None, **updates)
 
@@ -665,13 +697,20 @@ class Segmenter(param.Parameterized):
                     current=0, frame=0, labels=None, error="", downsample=d,
                     status=f"opened a {w}x{h} image (read tile by tile, working at 1/{d})")
 
-    def _open_tiled(self, source: Pyramid, downsample: int) -> None:
-        if self._tile_cache is None or self._tile_cache.limit != self.cache_limit:
-            self._tile_cache = ByteCache(self.cache_limit)
-        self._tile_cache.clear()
+    def _open_tiled(self, source: Pyramid, downsample: int,
+                    tiled: TiledImage | None = None) -> None:
         self._image_token += 1
-        self._tiled = TiledImage(source.at(downsample), self._tile_cache,
-                                 token=(self._image_token, int(downsample)))
+        if tiled is None:
+            if self._tile_cache is None or self._tile_cache.limit != self.cache_limit:
+                self._tile_cache = ByteCache(self.cache_limit)
+            self._tile_cache.clear()
+            tiled = TiledImage(source.at(downsample), self._tile_cache,
+                               token=(self._image_token, int(downsample)))
+        else:
+            # a project's image: its codes stay in the project's cache (PaintedRows), where
+            # training across images put them; results of other models are dropped
+            tiled.forget_results()
+        self._tiled = tiled
         self._tiled_downsample = int(downsample)
         self._tiled_quantizer = None
         sample = prepare_image(source.sample())
@@ -680,6 +719,12 @@ class Segmenter(param.Parameterized):
 
     @param.depends("downsample", watch=True)
     def _on_downsample(self) -> None:
+        project = self.project
+        if project is not None:
+            if self.downsample == project.working_resolution():
+                return
+            self._set_project_resolution(project, self.downsample)
+            return
         source = self.source
         if source is None:
             return
@@ -691,6 +736,21 @@ class Segmenter(param.Parameterized):
         self.param.update(model=None, tiles_done=self.tiles_done + 1,
                           status=f"working at 1/{self.downsample} of the image's resolution")
         self._retrain_if_live()
+
+    def _set_project_resolution(self, project: Project, downsample: int) -> None:
+        """Work on every image of the project at 1/``downsample``: saved with the project,
+        and the image on screen opened again at that resolution."""
+        if downsample > 1 and any(img.frames > 1 for img in project.images):
+            with param.parameterized.discard_events(self):
+                self.downsample = project.working_resolution()
+            self.error = ("a working resolution coarser than 1 needs a project of single "
+                          "images: this one holds stacks (several frames), worked on at full "
+                          "resolution")
+            return
+        project.downsample = int(downsample)
+        self._save_project()
+        self.project_changes += 1
+        self.select(self.current, self.frame)
 
     def _quantizer_tiled(self, stack: FeatureStack) -> Any:
         """The quantizer of a large image's codes: its channel range estimated on a coarse
@@ -770,6 +830,8 @@ class Segmenter(param.Parameterized):
         if tiled is None:
             return None
         stack = self.feature_stack()
+        if self.project is not None:
+            return self._train_tiled_project(generation, stack)
         self.busy = True
         try:
             quantizer = self._quantizer_tiled(stack)
@@ -797,6 +859,39 @@ class Segmenter(param.Parameterized):
             if generation != self._generation:
                 return None
             self._publish_tiled(model, f"trained {self.classifier} on {y.size} painted pixels"
+                                       + (f" at 1/{d} resolution" if d > 1 else ""))
+        self._fill_view(model)
+        return model
+
+    def _train_tiled_project(self, generation: int, stack: FeatureStack
+                             ) -> SegmentationModel | None:
+        """Train across the project's images with a tiled image on screen: the painted
+        tiles of tiled images, whole small ones (:func:`~segdash.project.train_project`)."""
+        project, d = self.project, self._tiled_downsample
+        ids = self._painted_labels()
+        if ids.size < 2:
+            self.param.update(error=self._save_problem, status=need_two_classes(ids, self.classes))
+            return None
+        what = f"the painted pixels of {len(project.painted())} image(s)/frame(s)"
+        self.param.update(busy=True, status=f"training {self.classifier} on {what} of "
+                                            f"{ids.size} classes…")
+        try:
+            ring = smoothing_halo(hook(self.classifier_settings(), "smoothing") or 0.0)
+            model = train_project(project, self._rows, stack,
+                                  settings_of(self.classifier_settings()),
+                                  quantizer=self._project_quantizer(stack), ring=ring)
+            model.classes = [self._class_or(c) for c in model.classes]
+        except (SegdashError, ValueError) as exc:
+            with self._lock:
+                if generation == self._generation:
+                    self.param.update(error=str(exc), status="training failed")
+            return None
+        finally:
+            self.busy = False
+        with self._lock:
+            if generation != self._generation:
+                return None
+            self._publish_tiled(model, f"trained {self.classifier} on {what}"
                                        + (f" at 1/{d} resolution" if d > 1 else ""))
         self._fill_view(model)
         return model
@@ -1192,6 +1287,7 @@ class Segmenter(param.Parameterized):
                     self.project, self._rows, self.feature_stack(),
                     settings_of(self.classifier_settings()),
                     current=(current, frame, codes), quantizer=quantizer,
+                    ring=smoothing_halo(hook(self.classifier_settings(), "smoothing") or 0.0),
                 )
                 model.classes = [self._class_or(c) for c in model.classes]
                 painted = None
