@@ -219,8 +219,8 @@ def wait_overlay(page: Page, opaque: int, timeout: float = 30_000) -> dict:
 
 
 def wait_overlay_colours(page: Page, n: int, timeout: float = 30_000) -> dict:
-    """Wait until the overlay shows ``n`` class colours; return its summary."""
-    page.wait_for_function(f"((({OVERLAY_JS})() || {{}}).colours || []).length === {int(n)}",
+    """Wait until the overlay shows at least ``n`` class colours; return its summary."""
+    page.wait_for_function(f"((({OVERLAY_JS})() || {{}}).colours || []).length >= {int(n)}",
                            timeout=timeout)
     return overlay(page)
 

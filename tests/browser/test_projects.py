@@ -25,6 +25,7 @@ from .pages import (
     open_app,
     paint,
     strokes,
+    wait_overlay_colours,
     wait_status,
 )
 
@@ -193,3 +194,45 @@ def test_stack_frames_are_painted_and_stepped_through(page, tmp_path, console):
     finally:
         stop_server(proc)
     assert Project.load(tmp_path / "segdash-project.json").painted() == [(0, 0), (0, 2)]
+
+
+def test_a_slide_in_the_folder_is_painted_tile_by_tile_beside_a_small_image(
+        page, tmp_path, console):
+    from segdash.io.write import write_pyramid_tiff
+
+    h, w = 2304, 2048  # over the "large" limit: read tile by tile, never whole
+    xx = np.arange(w)[None, :].repeat(h, 0)
+    full = np.where(xx < w // 2, 70, 180).astype(np.uint8)
+    full = full + np.random.default_rng(0).integers(0, 10, (h, w), dtype=np.uint8)
+
+    def tile_of(level, y0, y1, x0, x1):
+        f = 2 ** level
+        return full[y0 * f:y1 * f:f, x0 * f:x1 * f:f, None]
+
+    write_pyramid_tiff(tmp_path / "slide.ome.tif", (h, w, 1), np.uint8, tile_of, tile=256)
+    Image.fromarray(scene(0, 1)).save(tmp_path / "scene0.png")
+    proc, url = start_server(str(tmp_path), log_path=tmp_path / "serve.log")
+    try:
+        open_app(page, url)
+        entry(page, f"slide.ome.tif: {w}x{h}, 0 stroke(s)").wait_for()
+        switch_to(page, "slide.ome.tif")
+        wait_status(page, r"read tile by tile, working at 1/2")
+        choose_class(page, "class 1", 1)
+        paint(page, [(200, 600), (800, 620), (800, 1400)], h)
+        choose_class(page, "class 2", 2)
+        paint(page, [(1200, 600), (1800, 620), (1800, 1400)], h)
+        wait_status(page, r"trained random_forest on the painted pixels of 1 image\(s\)"
+                          r"/frame\(s\) at 1/2 resolution")
+        shown = wait_overlay_colours(page, 2)
+        assert sorted(shown["colours"]) == sorted([ORANGE, BLUE])
+        entry(page, f"slide.ome.tif: {w}x{h}, 2 stroke(s)").wait_for()
+        # the small image is labelled by the slide's model (at the project's resolution)
+        switch_to(page, "scene0.png")
+        wait_overlay_colours(page, 1)
+    finally:
+        stop_server(proc)
+    saved = Project.load(tmp_path / "segdash-project.json")
+    assert saved.working_resolution() == 2 and len(saved.strokes(1)) == 2
+    assert max(saved.strokes(1)[1].xs) == pytest.approx(1800, abs=40)  # full-res pixels
+    assert [e for e in console if "Failed to load resource" not in e[1]
+            and "fonts.googleapis" not in e[2]] == []
