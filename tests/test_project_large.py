@@ -170,3 +170,26 @@ def test_a_project_with_stacks_stays_at_full_resolution(tmp_path):
     seg.downsample = 2
     assert "stacks" in seg.error and seg.downsample == 1
     assert project.working_resolution() == 1 and seg.image is not None
+
+
+def test_segdash_train_and_apply_on_a_project_with_a_slide_give_full_size_labels(
+        folder, tmp_path, no_whole_slide):
+    from segdash.cli import main
+
+    root, full = folder
+    project = _project(folder, tmp_path)  # at 1/2, the slide's default
+    seg = _session(project)
+    seg.select(1)
+    _paint_slide(seg)
+    model_file = tmp_path / "model.skops"
+    assert main(["train", str(project.file), "--out", str(model_file)]) == 0
+    out = tmp_path / "results"
+    assert main(["apply", str(model_file), str(project.file), "--out", str(out), "--quiet",
+                 "--workers", "1"]) == 0
+    labels = np.asarray(Image.open(out / "slide_labels.png"))
+    assert labels.shape == (H, W)
+    truth = np.where(np.arange(W) < W // 2, 1, 2)[None, :]
+    assert np.mean(labels[::7, ::7] == truth[:, ::7]) > 0.95
+    # the session's labels (its tiles) are the batch engine's
+    session = np.asarray(Image.open(io.BytesIO(seg.result_file("labels")[1])))
+    np.testing.assert_array_equal(session, labels)
