@@ -32,6 +32,7 @@ from .pages import (
     upload,
     wait_overlay,
     wait_status,
+    wait_strokes,
 )
 
 PLUGIN_DIST, PLUGIN_NAME = "segdash-gpu-filters", "gpu_filters"
@@ -73,7 +74,7 @@ def test_annotations_download_clear_and_upload_restore_the_strokes(page, server,
 
     page.get_by_role("button", name="Clear").click()
     wait_status(page, r"painted: nothing")
-    assert strokes(page) == []
+    wait_strokes(page, [])
     wait_overlay(page, 0)
 
     upload(page, ".json", saved)

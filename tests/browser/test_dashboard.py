@@ -36,6 +36,7 @@ from .pages import (
     upload,
     wait_overlay,
     wait_status,
+    wait_strokes,
 )
 
 
@@ -151,15 +152,15 @@ def test_undo_redo_and_clear(page, server, console):
     wait_status(page, r"trained random_forest")
     page.get_by_role("button", name="Undo").click()
     wait_status(page, r"paint at least two classes")
-    assert [s["cls"] for s in strokes(page)] == [1]
+    wait_strokes(page, [1])  # the strokes and the status are separate messages
     wait_overlay(page, 0)  # no result with one class
     page.get_by_role("button", name="Redo").click()
     wait_status(page, r"trained random_forest")
-    assert [s["cls"] for s in strokes(page)] == [1, 2]
+    wait_strokes(page, [1, 2])
     wait_overlay(page, H * W)
     page.get_by_role("button", name="Clear").click()
     wait_status(page, r"painted: nothing")
-    assert strokes(page) == []
+    wait_strokes(page, [])
     wait_overlay(page, 0)
 
 
