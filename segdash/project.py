@@ -24,6 +24,8 @@ import math
 import os
 import re
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,12 +76,37 @@ MAX_DOWNSAMPLE = 1024
 # -- files -----------------------------------------------------------------------------
 
 def fingerprint(path: str | Path) -> str:
-    """``"sha256:<hex>"`` of a file's content (what identifies an image in a project)."""
+    """``"sha256:<hex>"`` of a file's content (what identifies an image in a project).
+
+    Hashed once per process and file state: a file whose size, modification and status
+    change times and inode are those it had when this process last hashed it is not read
+    again (a folder of slides is not hashed anew by every session that opens its project).
+    """
+    st = os.stat(path)
+    path = str(Path(path).resolve())
+    state = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    with _FINGERPRINTS_LOCK:
+        known = _FINGERPRINTS.get(path)
+    if known is not None and known[0] == state:
+        return known[1]
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
-    return "sha256:" + h.hexdigest()
+    found = "sha256:" + h.hexdigest()
+    # a file changed within the file system's timestamp granularity of the hash could
+    # change again with the same times ("racily clean" in git's words): remember only
+    # files unchanged for a while
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > 2_000_000_000:
+        with _FINGERPRINTS_LOCK:
+            if len(_FINGERPRINTS) >= 4 * MAX_IMAGES:
+                _FINGERPRINTS.clear()
+            _FINGERPRINTS[path] = (state, found)
+    return found
+
+
+_FINGERPRINTS: dict[str, tuple[tuple[int, ...], str]] = {}
+_FINGERPRINTS_LOCK = threading.Lock()
 
 
 def fallback_file(root: str | Path) -> Path:
@@ -318,9 +345,6 @@ class Project:
         self.downsample: int | None = None
         self.revision = 0
         self.notice = ""
-        # (size, mtime) of files whose fingerprint matched, so a slide of gigabytes is not
-        # hashed again on every switch to it
-        self._checked: dict[str, tuple[int, int]] = {}
         self._pyramids: dict[str, Pyramid] = {}
 
     # -- opening ------------------------------------------------------------------------
@@ -512,19 +536,12 @@ class Project:
         img = self.image(image)
         path = self.root / img.path
         try:
-            st = path.stat()
-            stamp = (st.st_size, st.st_mtime_ns)
-            found = (img.fingerprint if self._checked.get(img.path) == stamp
-                     else fingerprint(path))
+            found = fingerprint(path)
         except OSError as exc:
             img.problem = f"{img.path}: cannot read the image ({exc.strerror or exc})"
             return img.problem
-        if found == img.fingerprint:
-            self._checked[img.path] = stamp
-        else:
-            self._checked.pop(img.path, None)
-            self._pyramids.pop(img.path, None)
         if found != img.fingerprint:
+            self._pyramids.pop(img.path, None)
             img.problem = (
                 f"{img.path} changed on disk since it was added to the project (its content "
                 f"fingerprint differs): its {img.stroke_count} stroke(s) may no longer fit; "

@@ -379,3 +379,37 @@ def test_fit_with_lists_checks_its_arguments():
         segdash.fit([img, np.zeros((16, 16, 3), np.uint8)], [lab, lab])
     with pytest.raises(ValueError, match="at least two classes"):
         segdash.fit([img, img], [lab, lab])
+
+
+def test_a_fingerprint_is_hashed_once_per_file_state_and_again_when_the_file_changes(
+        tmp_path, monkeypatch):
+    import os
+    import time
+
+    import segdash.project as pm
+
+    hashed = []
+    real_sha, real_now = pm.hashlib.sha256, time.time_ns
+
+    def counting():
+        hashed.append(1)
+        return real_sha()
+
+    monkeypatch.setattr(pm.hashlib, "sha256", counting)
+    fresh = tmp_path / "b.bin"  # changed just now: hashed every time (racy timestamps)
+    fresh.write_bytes(b"z")
+    pm.fingerprint(fresh)
+    pm.fingerprint(fresh)
+    assert len(hashed) == 2
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"x" * 1000)
+    later = [real_now() + 10 * 10**9]  # seconds after the writes: the file is remembered
+    monkeypatch.setattr(pm.time, "time_ns", lambda: later[0])
+    first = pm.fingerprint(f)
+    assert pm.fingerprint(f) == first and len(hashed) == 3
+    st = f.stat()
+    f.write_bytes(b"y" * 1000)  # same size, new content,
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # even the old modification time
+    later[0] = real_now() + 10 * 10**9
+    assert pm.fingerprint(f) != first and len(hashed) == 4  # the status change time moved
+    assert pm.fingerprint(f) == pm.fingerprint(f) and len(hashed) == 4
