@@ -9,6 +9,7 @@ from typing import Any
 import panel as pn
 
 from ...io.naming import IMAGE_SUFFIXES
+from ...io.pyramid import is_large
 from ..display import markdown_text
 from ..samples import load_sample, sample_names
 from .base import Card, CardContext, limit_note, note
@@ -23,7 +24,7 @@ class ImageCard(Card):
     """Choose a bundled sample or upload an image; what is open."""
 
     title = "Image"
-    watches = ("image", "source", "image_name", "project", "downsample")
+    watches = ("image", "source", "image_name", "project", "downsample", "project_changes")
 
     def __init__(self, context: CardContext, **params: Any) -> None:
         super().__init__(context, **params)
@@ -51,8 +52,14 @@ class ImageCard(Card):
         # in a project, an upload joins the project; a sample would leave it
         self.sample_select.visible = seg.project is None
         img = seg.image
-        self.resolution.visible = seg.source is not None
-        if seg.source is not None:
+        project = seg.project
+        # in a project the working resolution is the project's (every image): offered on
+        # any of its images once one is large
+        self.resolution.visible = seg.source is not None or (
+            project is not None and any(is_large(i.shape) for i in project.images))
+        self.resolution.name = ("Working resolution (every image of the project)"
+                                if project is not None else "Working resolution")
+        if self.resolution.visible:
             self._set_quietly(self.resolution, seg.downsample)
         if img is None and seg.source is not None:
             h, w, c = seg.source.shape
