@@ -103,10 +103,10 @@ def test_an_image_uploaded_into_a_project_is_only_ever_decoded_in_the_sandbox(
 
 
 def test_an_upload_too_large_for_the_sessions_budget_is_refused_when_read_again(tmp_path):
-    """A 4000x4000 PNG of 16 kB (16 MB decoded) added by a session without a budget: a
-    session whose budget is 5 MB gets a message when it opens it, decoded in the child
-    (in this process it would have been decoded whatever the budget), and stays where it
-    was."""
+    """A 4000x4000 PNG of 16 kB (16 MB decoded; a slide, worked on tile by tile) added by a
+    session without a budget: a session whose budget is 5 MB gets a message when it opens
+    it, decoded in the child (in this process it would have been decoded whatever the
+    budget), and stays where it was."""
     received = tmp_path / "received"
     received.mkdir()
     Image.fromarray(np.zeros((4000, 4000), np.uint8)).save(received / "x.part", format="PNG")
@@ -119,4 +119,22 @@ def test_an_upload_too_large_for_the_sessions_budget_is_refused_when_read_again(
     with pytest.raises(ImageError, match=r"big\.png: decoding needs more memory than the "
                                          r"limit of 0\.005 GB"):
         second.select(1)
-    assert second.image_name == "own.png" and second.image.shape == (48, 48)
+    assert second.image_name == "own.png" and second.current == 0
+
+
+def test_a_large_upload_in_a_project_is_worked_on_tile_by_tile_from_the_sandboxs_pixels(
+        tmp_path, no_decoding_of_uploads_here):
+    forbidden, isolated = no_decoding_of_uploads_here
+    received = tmp_path / "received"
+    received.mkdir()
+    seg = _session(tmp_path)
+    slide = np.tile(_scene(40, 5), (44, 44))  # 2112x2112: over 2048², a slide
+    Image.fromarray(slide).save(received / "s.part", format="PNG")
+    seg.open_upload(received / "s.part", "slide.png", received)
+    assert seg.project.is_tiled(1) and seg.current == 1
+    np.testing.assert_array_equal(np.asarray(seg.project.pyramid(1).at(1)[:48, :48]),
+                                  slide[:48, :48, None])
+    assert seg.thumbnail(1)
+    seg.select(0)
+    assert forbidden == [], f"uploads decoded in the server process: {forbidden}"
+    assert isolated
