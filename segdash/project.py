@@ -24,6 +24,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,11 +36,12 @@ import numpy as np
 
 from .classes import ClassInfo, default_class
 from .codes import Quantizer, channel_range
-from .contract import drop_alpha, image_channels, prepare_image
+from .contract import image_channels, prepare_image
 from .errors import ImageError, ProjectConflictError, ProjectError
 from .io.naming import is_image_name
 from .io.pyramid import Pyramid, default_downsample, is_large, open_large, pyramid_of
-from .io.read import read_image, read_untrusted, sniff_format
+from .io.read import read_frame as _read_frame
+from .io.read import read_frame_untrusted, read_image, read_untrusted, sniff_format
 from .io.render import DisplaySettings
 from .io.sources import open_source
 from .model import (
@@ -157,27 +159,16 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def read_frame(path: Path, frame: int = 0) -> np.ndarray:
-    """Frame ``frame`` of an image file, ``(H, W)`` or ``(H, W, C)`` without alpha.
+    """Frame ``frame`` of an image file, ``(H, W)`` or ``(H, W, C)`` without alpha, read in
+    this process (:func:`segdash.io.read.read_frame`): for the operator's own files;
+    uploads go through :meth:`Project.read`, decoded in a sandboxed child.
 
     Raises
     ------
     ImageError
         Not a readable image, or no such frame.
     """
-    if frame == 0:
-        with open(path, "rb") as fh:
-            if sniff_format(fh.read(8)) != "TIFF":
-                return read_image(path)
-    source = open_source(path)
-    if not 0 <= frame < source.frames:
-        raise ImageError(f"{path.name}: no frame {frame} (it has {source.frames})")
-    if not source.is_lazy:
-        return read_image(path)
-    arr = np.asarray(source.plane(frame, source.shape).compute())
-    arr = drop_alpha(arr)
-    if arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    return np.ascontiguousarray(arr)
+    return _read_frame(path, frame)[0]
 
 
 # -- the project -----------------------------------------------------------------------
@@ -346,6 +337,9 @@ class Project:
         self.revision = 0
         self.notice = ""
         self._pyramids: dict[str, Pyramid] = {}
+        #: Memory (bytes) the sandboxed decoder of an upload may use (None: the default of
+        #: :func:`segdash.io.read.read_untrusted`); a session sets its memory budget here.
+        self.decode_memory_bytes: int | None = None
 
     # -- opening ------------------------------------------------------------------------
 
@@ -551,9 +545,11 @@ class Project:
             img.problem = ""
         return img.problem
 
-    def add_image(self, path: str | Path, save: bool = True) -> ProjectImage:
+    def add_image(self, path: str | Path, save: bool = True,
+                  memory_bytes: int | None = None) -> ProjectImage:
         """Add an image file inside the project's folder (the last entry); returns it, or
-        the entry it already has.
+        the entry it already has. A file in the uploads folder is decoded in a sandboxed
+        child only (:meth:`read`), ``memory_bytes`` its memory limit.
 
         Raises
         ------
@@ -570,9 +566,14 @@ class Project:
             raise ProjectError(f"a project holds at most {MAX_IMAGES} images")
         file = self.root / rel
         fp = fingerprint(file)
-        source = open_source(file)
-        frames = source.frames
-        large = open_large(file) if frames == 1 else None
+        first = None
+        if self.is_upload(file):  # never decoded here: the child reports the frames too
+            first, frames = self._read_upload(file, 0, memory_bytes)
+            large = pyramid_of(first, file.name) if frames == 1 and is_large(first.shape) \
+                else None
+        else:
+            frames = open_source(file).frames
+            large = open_large(file) if frames == 1 else None
         if large is not None:
             # a slide: its shape from the file, its range from a coarse level (never whole)
             sample = large.sample()
@@ -584,10 +585,12 @@ class Project:
                             for k in range(min(frames, RANGE_FRAMES))})
             ranges, shape = [], None
             for f in picks:
-                arr = read_frame(file, f)
+                arr = first if f == 0 and first is not None else self._read_file(
+                    file, f, memory_bytes)
                 shape = (arr.shape[0], arr.shape[1], image_channels(arr))
                 ranges.append(channel_range(prepare_image(arr)))
                 del arr
+        del first
         if self.images and shape[2] != self.images[0].channels:
             raise ProjectError(
                 f"{rel} has {shape[2]} channel(s), the project's images "
@@ -671,7 +674,7 @@ class Project:
             raise ProjectError(
                 f"cannot store the upload {name} in {folder}: {exc.strerror or exc}"
             ) from exc
-        return self.add_image(target)
+        return self.add_image(target, memory_bytes=memory_bytes)
 
     def remove_image(self, image: ProjectImage | int) -> None:
         """Remove an image and its strokes from the project (the file stays)."""
@@ -692,7 +695,31 @@ class Project:
         img = self.image(image)
         if self.check(img):
             raise ProjectError(img.problem)
-        return read_frame(self.path_of(img), frame)
+        return self._read_file(self.path_of(img), frame)
+
+    def is_upload(self, path: str | Path) -> bool:
+        """Whether ``path`` is in the project's uploads folder (a file someone uploaded:
+        only ever decoded in a sandboxed child, never in this process)."""
+        return (self.root / UPLOADS) in Path(path).resolve().parents
+
+    def _read_file(self, path: Path, frame: int, memory_bytes: int | None = None
+                   ) -> np.ndarray:
+        if self.is_upload(path):
+            return self._read_upload(path, frame, memory_bytes)[0]
+        return read_frame(path, frame)
+
+    def _read_upload(self, path: Path, frame: int, memory_bytes: int | None = None
+                     ) -> tuple[np.ndarray, int]:
+        """A frame of an upload and its frame count, decoded by
+        :func:`segdash.io.read.read_frame_untrusted` into a temporary ``.npy`` that is
+        mapped and unlinked at once (its pages stay readable until the array is dropped)."""
+        fd, name = tempfile.mkstemp(suffix=".npy", prefix="segdash-decoded-")
+        os.close(fd)
+        try:
+            return read_frame_untrusted(path, name, frame, path.name,
+                                        memory_bytes=memory_bytes or self.decode_memory_bytes)
+        finally:
+            Path(name).unlink(missing_ok=True)
 
     # -- working resolution and large images ---------------------------------------------
 
@@ -734,7 +761,10 @@ class Project:
         found = self._pyramids.get(img.path)
         if found is None:
             path = self.path_of(img)
-            found = open_large(path) or pyramid_of(read_frame(path), img.name)
+            if self.is_upload(path):  # decoded in the sandbox, its pixels mapped
+                found = pyramid_of(self._read_upload(path, 0)[0], img.name)
+            else:
+                found = open_large(path) or pyramid_of(read_frame(path), img.name)
             self._pyramids[img.path] = found
         return found
 

@@ -384,6 +384,8 @@ class Segmenter(param.Parameterized):
                 self.features = list(project.features)
                 self.classifier = project.classifier
             self.project = project
+            # uploads in the project are decoded in a child limited to this session's budget
+            project.decode_memory_bytes = self.memory_limit
         finally:
             self._syncing = False
         # settings the file does not give (a new project) are the session's: record them

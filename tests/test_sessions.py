@@ -7,6 +7,7 @@ plugins registered in-process that exit, hang or block.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -261,6 +262,16 @@ def test_a_9000_square_upload_is_worked_on_tile_by_tile_instead_of_being_refused
         assert (labels[5:40] == 1).mean() > 0.95 and (labels[50:85] == 2).mean() > 0.95
     finally:
         app.close()
+
+
+def test_training_over_the_memory_limit_is_refused_before_features_are_computed():
+    seg = segdash.Segmenter(image=np.zeros((600, 600), np.float32))
+    seg.memory_limit = 10_000_000  # 10 MB: a 600² image needs more
+    seg.add_stroke([10, 100], [10, 10], 1, width=4)
+    seg.add_stroke([10, 100], [300, 300], 2, width=4)
+    assert seg.model is None and seg.feature_computations == 0
+    assert re.match(r"this image \(600x600\) needs ~\d+ MB of features; the limit of a "
+                    r"session on this server is 10 MB: use a working resolution", seg.error)
 
 
 def test_the_memory_limit_also_guards_applying_a_model():

@@ -790,6 +790,15 @@ def test_bad_image_upload_shows_an_error_and_keeps_the_session(app):
     assert app.segmenter.segmentation is not None
 
 
+def test_an_empty_upload_is_named_as_empty_and_keeps_the_session(app):
+    before = app.segmenter.image
+    upload(app.cards.image.upload, b"", "zero.png")  # FilePond sends one empty chunk
+    assert app.wait_idle(60)
+    assert app.errors and app.errors[-1] == "zero.png: the file is empty (0 bytes)"
+    assert app.segmenter.image is before
+    assert list(app.uploads.path.iterdir()) == []
+
+
 def test_choosing_a_sample_opens_it(app):
     app.cards.image.sample_select.value = "astronaut.jpg"
     assert app.wait_idle(60)

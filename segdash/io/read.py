@@ -320,15 +320,91 @@ _DECODE_PRELOAD = ("numpy", "PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlu
                    "tifffile", "segdash.io.read")
 
 
+def read_frame(path: str | Path, frame: int = 0, max_pixels: int | None = None
+               ) -> tuple[np.ndarray, int]:
+    """Frame ``frame`` of an image file, and how many frames the file has.
+
+    The one reading of a frame of a stack (a project's images): PNG and JPEG through
+    :func:`read_image` (one frame), TIFF plane by plane through :class:`TiffPlane` (the
+    axes by :class:`TiffLayout`, as ``segdash apply`` reads them).
+
+    Parameters
+    ----------
+    path : path
+        The file (its content decides the format).
+    frame : int
+        Which frame (0: the first).
+    max_pixels : int, optional
+        Refuse a TIFF plane of more pixels (height x width) than this; PNG and JPEG get
+        :data:`MAX_IMAGE_PIXELS` whatever is given. None: no limit for TIFF (its planes
+        are read region by region).
+
+    Returns
+    -------
+    pixels : numpy.ndarray
+        ``(H, W)`` grey or ``(H, W, C)``, alpha dropped.
+    frames : int
+        Frames of the file (1 for PNG and JPEG).
+
+    Raises
+    ------
+    ImageError
+        Not a readable image, or no such frame (the message names the file).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ImageError(f"{path.name}: cannot read ({exc.strerror or exc})") from exc
+    if sniff_format(head) != "TIFF":
+        if frame != 0:
+            raise ImageError(f"{path.name}: no frame {frame} (it has 1)")
+        return read_image(path, max_pixels or MAX_IMAGE_PIXELS), 1
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, shape, dtype = series.axes, series.shape, np.dtype(series.dtype)
+    except Exception as exc:
+        raise ImageError(f"{path.name}: cannot decode this TIFF file ({_reason(exc)})"
+                         ) from exc
+    layout = TiffLayout.of(axes, shape, path.name)
+    if dtype.kind not in "uifb":
+        raise ImageError(f"{path.name}: TIFF of dtype {dtype} is not supported")
+    if not 0 <= frame < layout.frames:
+        raise ImageError(f"{path.name}: no frame {frame} (it has {layout.frames})")
+    if max_pixels is not None:
+        _check_pixels(path.name, layout.height, layout.width, max_pixels)
+    stat = path.stat()
+    plane = TiffPlane(str(path.resolve()), 0, layout, layout.frame_index(frame),
+                      dtype.newbyteorder("="), (stat.st_mtime_ns, stat.st_size))
+    try:
+        arr = drop_alpha(plane[:, :, :])
+    except (ImageError, MemoryError):
+        raise
+    except Exception as exc:
+        raise ImageError(f"{path.name}: cannot decode this TIFF file ({_reason(exc)})"
+                         ) from exc
+    if arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    return np.ascontiguousarray(arr), layout.frames
+
+
 def _decode_to_npy(payload: bytes) -> dict:
     """In the sandboxed child: decode the file named in ``payload`` (JSON: ``source``,
-    ``target``, ``max_pixels``) and write its pixels to ``target`` as ``.npy``."""
+    ``target``, ``max_pixels``, ``frame``: None for :func:`read_image`'s reading, a number
+    for :func:`read_frame`'s) and write its pixels to ``target`` as ``.npy``."""
     import json
 
     job = json.loads(payload)
-    arr = read_image(job["source"], max_pixels=int(job["max_pixels"]))
+    if job.get("frame") is None:
+        arr, frames = read_image(job["source"], max_pixels=int(job["max_pixels"])), 1
+    else:
+        arr, frames = read_frame(job["source"], int(job["frame"]), int(job["max_pixels"]))
     np.save(job["target"], arr, allow_pickle=False)
-    return {"shape": list(arr.shape), "dtype": arr.dtype.str}
+    return {"shape": list(arr.shape), "dtype": arr.dtype.str, "frames": frames}
 
 
 def read_untrusted(path: str | Path, out: str | Path, name: str | None = None,
@@ -364,6 +440,34 @@ def read_untrusted(path: str | Path, out: str | Path, name: str | None = None,
         Not a readable image, too large, or the decoder failed, ran out of memory or time,
         or crashed (the message says which; the server is unaffected).
     """
+    return _decode_isolated(path, out, None, name, memory_bytes, seconds, max_pixels)[0]
+
+
+def read_frame_untrusted(path: str | Path, out: str | Path, frame: int = 0,
+                         name: str | None = None, memory_bytes: int | None = None,
+                         seconds: float | None = None, max_pixels: int = MAX_IMAGE_PIXELS
+                         ) -> tuple[np.ndarray, int]:
+    """:func:`read_frame` of an untrusted file, decoded outside this process as
+    :func:`read_untrusted` does (same parameters, and ``frame``).
+
+    Returns
+    -------
+    pixels : numpy.ndarray
+        ``(H, W)`` or ``(H, W, C)``, read-only, mapped from ``out``.
+    frames : int
+        Frames of the file, as the child reported them (at least 1).
+
+    Raises
+    ------
+    ImageError
+        As :func:`read_untrusted`; also no such frame.
+    """
+    return _decode_isolated(path, out, int(frame), name, memory_bytes, seconds, max_pixels)
+
+
+def _decode_isolated(path: str | Path, out: str | Path, frame: int | None, name: str | None,
+                     memory_bytes: int | None, seconds: float | None, max_pixels: int
+                     ) -> tuple[np.ndarray, int]:
     import json
 
     path, out = Path(path), Path(out)
@@ -371,7 +475,8 @@ def read_untrusted(path: str | Path, out: str | Path, name: str | None = None,
     memory = int(memory_bytes or DECODE_MEMORY_BYTES)
     wall = float(seconds or DECODE_SECONDS)
     limits = Limits(memory_bytes=memory, cpu_seconds=max(1, int(wall)), wall_seconds=wall)
-    job = json.dumps({"source": str(path), "target": str(out), "max_pixels": max_pixels})
+    job = json.dumps({"source": str(path), "target": str(out), "max_pixels": max_pixels,
+                      "frame": frame})
     try:
         reply = run_isolated("segdash.io.read:_decode_to_npy", job.encode(), limits,
                              preload=_DECODE_PRELOAD)
@@ -387,7 +492,10 @@ def read_untrusted(path: str | Path, out: str | Path, name: str | None = None,
                        f"{memory / 1e9:.3g} GB")
         # the child named the file by its path on disk: give the user's name instead
         raise ImageError(message.replace(path.name, name))
-    return _map_decoded(out, reply["result"], name)
+    frames = reply["result"].get("frames", 1)
+    if not isinstance(frames, int) or frames < 1:
+        raise ImageError(f"{name}: the decoder's output is not the image it reported")
+    return _map_decoded(out, reply["result"], name), frames
 
 
 def _map_decoded(out: Path, expected: Any, name: str) -> np.ndarray:

@@ -4,8 +4,9 @@ One server, started with a 0.25 GB upload limit, a 0.7 GB session memory budget 
 upload folder: a 212 MB TIFF (larger than the ~190 MB a whole-file websocket upload
 reached) streams to disk in chunks and opens; a file over the limit is refused in the
 browser before any of it is sent, and the session keeps working; a decompression bomb
-(a 0.7 MB PNG of 15000x15000 RGB pixels) exhausts only the sandboxed decoder: the user gets
-a message, and the server and a bystander session carry on.
+(a 0.7 MB PNG of 15000x15000 RGB pixels) exhausts only the sandboxed decoder, and a model
+file that aborts LightGBM's parser only the sandboxed loader: the user gets a message each
+time, and the server and a bystander session carry on; an empty file is said to be empty.
 """
 
 from __future__ import annotations
@@ -128,7 +129,16 @@ def png_bomb(path, width: int, height: int) -> None:
         fh.write(chunk(b"IEND", b""))
 
 
-def test_a_decompression_bomb_costs_only_the_decoder_and_a_bystander_goes_on(
+def crashing_model_file() -> bytes:
+    """A LightGBM model file whose booster string aborts LightGBM's parser (SIGABRT)."""
+    pytest.importorskip("segdash_lightgbm")
+    from tests.test_modelfile_hostile import _edit_schema, _lightgbm_model
+
+    return _edit_schema(_lightgbm_model().to_bytes(),
+                        lambda schema: schema.replace("num_leaves=", "num_leaves=7000000", 1))
+
+
+def test_a_decompression_bomb_or_a_crashing_model_costs_only_its_child_and_a_bystander_goes_on(
         page, upload_server, tmp_path, console):
     proc, url = upload_server
     bystander = page.context.browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -142,6 +152,10 @@ def test_a_decompression_bomb_costs_only_the_decoder_and_a_bystander_goes_on(
         upload(page, ".png", bomb)
         message = error_text(page, r"bomb\.png", timeout=120_000)
         assert "decoding needs more memory than the limit of 0.7 GB" in message
+        # a model file whose LightGBM booster aborts its loader (SIGABRT in-process)
+        upload(page, ".skops", {"name": "corrupt.skops", "mimeType": "application/octet-stream",
+                                "buffer": crashing_model_file()})
+        assert "aborted (SIGABRT" in error_text(page, r"SIGABRT", timeout=120_000)
         assert proc.poll() is None  # the server is alive...
         probe = urllib.request.Request(url + "static/js/bokeh.min.js", method="HEAD")
         with urllib.request.urlopen(probe, timeout=10) as response:
@@ -155,5 +169,8 @@ def test_a_decompression_bomb_costs_only_the_decoder_and_a_bystander_goes_on(
         png_bomb(small, 40, 30)
         upload(page, ".png", small)
         page.get_by_text("after.png: 40x30, 3 channel(s), uint8").wait_for(timeout=60_000)
+        # an empty file is said to be empty (it was once silently ignored)
+        upload(page, ".png", {"name": "zero.png", "mimeType": "image/png", "buffer": b""})
+        assert "zero.png: the file is empty (0 bytes)" in error_text(page, r"zero\.png")
     finally:
         bystander.close()
