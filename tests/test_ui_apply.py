@@ -11,6 +11,7 @@ from PIL import Image
 
 from segdash.project import Project
 from segdash.ui.app import SegdashApp
+from segdash.ui.cards import apply as apply_card
 
 from .test_segmenter_project import paint, three_image_folder
 
@@ -28,7 +29,7 @@ def _app(tmp_path) -> tuple[SegdashApp, list]:
     return app, list(zip(paths, truths, strict=True))
 
 
-def test_apply_to_project_writes_labels_for_every_image_with_progress(tmp_path):
+def test_apply_to_project_writes_labels_for_every_image_with_progress(tmp_path, monkeypatch):
     app, images = _app(tmp_path)
     card = app.cards.apply
     try:
@@ -48,6 +49,16 @@ def test_apply_to_project_writes_labels_for_every_image_with_progress(tmp_path):
         names = zipfile.ZipFile(io.BytesIO(card._zip().getvalue())).namelist()
         assert sorted(names) == sorted(f"{p.stem}_{k}.png" for p, _ in images
                                        for k in ("labels", "overlay"))
+        first = run.results / f"{images[0][0].stem}_overlay.png"
+        card._load_preview(str(first))
+        app._flush()
+        assert card.preview.object == first.read_bytes()
+        # an overlay too large to preview (a slide's) is named, not sent to the page
+        monkeypatch.setattr(apply_card, "MAX_PREVIEW_BYTES", first.stat().st_size - 1)
+        card._load_preview(str(first))
+        app._flush()
+        assert card.preview.object is None
+        assert "too large to preview here: it is in the zip" in card.info.object
         out = run.out
     finally:
         app.close()

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import io
+import os
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import panel as pn
 
+from ..display import html_text
 from ..project_apply import ApplyRun
 from .base import Card, CardContext
+
+#: Largest overlay file shown in the card (bigger ones, a slide's, are in the zip only).
+MAX_PREVIEW_BYTES = 16_000_000
 
 
 class ApplyCard(Card):
@@ -82,7 +88,8 @@ class ApplyCard(Card):
         self.cancel_button.disabled = not running
         self.start_button.disabled = running or self.segmenter.model is None
         images = f"{run.images[0]}/{run.images[1]} image(s)" if run.images[1] else ""
-        self.info.object = (f"running: {images}" if running else run.message)
+        # Panel's Str pane renders HTML: the message names files and images
+        self.info.object = html_text(f"running: {images}" if running else run.message)
         overlays = {p.name: str(p) for p in run.files() if p.name.endswith("_overlay.png")}
         if list(overlays) != list(self.result_select.options):
             self.result_select.options = overlays
@@ -94,6 +101,14 @@ class ApplyCard(Card):
             self.context.worker.submit(partial(self._load_preview, event.new))
 
     def _load_preview(self, path: str) -> None:
+        size = os.path.getsize(path)
+        if size > MAX_PREVIEW_BYTES:
+            # a slide's overlay: hundreds of MB the page would hold to show 300 pixels
+            self.context.on_ui(partial(self.preview.param.update, object=None))
+            self.context.on_ui(partial(setattr, self.info, "object", html_text(
+                f"{Path(path).name} ({size / 1e6:.0f} MB) is too large to preview here: "
+                "it is in the zip")))
+            return
         with open(path, "rb") as fh:
             data = fh.read()
         self.context.on_ui(partial(setattr, self.preview, "object", data))
