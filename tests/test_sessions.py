@@ -289,3 +289,22 @@ def test_the_memory_limit_also_guards_applying_a_model():
 
 def test_no_memory_limit_means_no_check():
     check_memory(np.zeros((10, 10)), FeatureStack("basic"), 2, None)
+
+
+def test_the_progress_row_shows_a_jobs_file_name_as_text():
+    import threading
+
+    from segdash.ui.progress import ProgressRow
+
+    gate = threading.Event()
+    worker = SessionWorker(on_error=print, pool=ComputePool(1, time_limit=None))
+    row = ProgressRow(worker, on_ui=lambda f: f(), show_after=0.0)
+    try:
+        worker.submit(gate.wait, what="reading <img src=x onerror=alert(1)>.png")
+        assert wait_for(lambda: worker.running is not None, 10)
+        row.update()
+        assert row.row.visible
+        assert row.text.object == "reading &lt;img src=x onerror=alert(1)&gt;.png…"
+    finally:
+        gate.set()
+        worker.wait_idle(10)

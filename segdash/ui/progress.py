@@ -18,6 +18,7 @@ from typing import Any
 
 import panel as pn
 
+from .display import html_text
 from .worker import SessionWorker
 
 #: Seconds a job runs before the progress row shows.
@@ -66,7 +67,8 @@ class ProgressRow(pn.viewable.Viewer):
         what, started = running
         wait = self.show_after - (time.monotonic() - started)
         if wait <= 0:
-            self.text.object = f"{what}…"
+            # a Str pane renders HTML, and the job's name may hold a file name
+            self.text.object = html_text(f"{what}…")
             self.row.visible = True
             return
         if self._timer is None or not self._timer.is_alive():
