@@ -27,6 +27,7 @@ import numpy as np
 from .classes import ClassInfo
 from .io.render import overlay_rgb
 from .model import SegmentationModel
+from .parallel import n_threads, serial
 from .postprocess import labels_and_uncertainty, smoothing_halo
 
 #: Memory the features of one tile (halo included) may take, in bytes: sets the default
@@ -115,13 +116,18 @@ def tile_proba(codes: np.ndarray, model: SegmentationModel,
 
 
 def _proba_block(block: np.ndarray, model: SegmentationModel,
-                 halo_trim: tuple[int, int]) -> np.ndarray:
+                 halo_trim: tuple[int, int], one_thread: bool = False) -> np.ndarray:
     """Probabilities of one tile extended by the halo, with the halo trimmed off.
 
     The features are computed once per pixel: only for the tile and the ring the
     probability smoothing reads, from the neighbours' pixels the block already holds (the
-    extractors' ``compute_codes_inner`` hook), not by padding the block again.
+    extractors' ``compute_codes_inner`` hook), not by padding the block again. With
+    ``one_thread`` the compiled kernels run on the calling thread (tiles already keep every
+    core busy: :func:`segdash.parallel.serial`).
     """
+    if one_thread:
+        with serial():
+            return _proba_block(block, model, halo_trim)
     ty, tx = halo_trim
     ring = smoothing_halo(model.smoothing)
     # an axis with a halo holds the features' halo and the smoothing's ring
@@ -132,7 +138,8 @@ def _proba_block(block: np.ndarray, model: SegmentationModel,
 
 def _labels_block(proba: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
     """Class ids of the most probable class, as ``SegmentationModel.labels_from_proba``."""
-    return labels_and_uncertainty(proba, class_ids)[0]
+    with serial():  # one pass over a tile: not worth splitting over the pool
+        return labels_and_uncertainty(proba, class_ids)[0]
 
 
 def tiled_proba(model: SegmentationModel, image: Any, tile: int | None = None,
@@ -176,6 +183,8 @@ def tiled_proba(model: SegmentationModel, image: Any, tile: int | None = None,
         dtype=np.float32, chunks=(chunks[0], chunks[1], (len(model.classes_),)),
         meta=np.empty((0, 0, 0), np.float32), model=model_ref,
         halo_trim=(depth[0], depth[1]),
+        # as many tiles as threads or more: one tile per thread, kernels not split again
+        one_thread=len(chunks[0]) * len(chunks[1]) >= n_threads(),
     )
 
 
