@@ -208,3 +208,18 @@ def test_wide_deep_ensembles_fall_back_to_the_general_layout():
     finally:
         treewalk._MAX_COMPLETE_BYTES = old
     np.testing.assert_allclose(predict_proba_codes(est, X), est.predict_proba(X), atol=1e-5)
+
+
+def test_each_tree_is_walked_to_its_own_depth_with_scikit_learn_probabilities():
+    # trees of very different depths in one ensemble (one stump, deep ones): each is walked
+    # only to its own depth, and the leaves padded to it still give scikit-learn's result
+    X, y = _codes_problem(3)
+    deep = RandomForestClassifier(4, max_depth=9, random_state=0).fit(X, y)
+    stump = RandomForestClassifier(1, max_depth=1, random_state=1).fit(X, y)
+    deep.estimators_ = [*deep.estimators_, *stump.estimators_]
+    deep.n_estimators = len(deep.estimators_)
+    ct = compile_trees(deep)
+    assert ct.complete
+    assert ct.tree_depths.tolist()[-1] == 1 and max(ct.tree_depths) == ct.depth == 9
+    np.testing.assert_allclose(predict_proba_codes(deep, X),
+                               deep.predict_proba(X.astype(np.float32)), atol=1e-5)
