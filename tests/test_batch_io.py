@@ -160,3 +160,32 @@ def test_inputs_expand_files_folders_and_globs_once_each(tmp_path):
     assert [e[0] for e in errors] == [str(tmp_path / "missing.png"),
                                       str(tmp_path / "nothing*.png")]
     assert "no such file" in errors[0][1] and "matches" in errors[1][1]
+
+
+def test_a_compressed_tiff_region_read_again_is_decoded_once_and_a_rewritten_file_anew(
+        tmp_path, monkeypatch):
+    import os
+
+    from segdash.io import read
+
+    a = RNG.integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, a, tile=(32, 32), compression="zlib", photometric="rgb")
+    decodes = []
+    real = read._open_tiff
+
+    def counting(*args, **kwargs):
+        decodes.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(read, "_open_tiff", counting)
+    plane = open_source(path).plane(0, ((48, 48), (48, 48), (3,)))
+    region = (slice(10, 90), slice(5, 70))
+    for _ in range(2):  # the halos of neighbouring tiles read the same chunks again
+        np.testing.assert_array_equal(plane[region].compute(scheduler="sync"), a[region])
+    assert len(decodes) == 4  # four chunks, each decoded once
+    b = 255 - a
+    tifffile.imwrite(path, b, tile=(32, 32), compression="zlib", photometric="rgb")
+    os.utime(path, ns=(1, 1))  # a new stamp even within the file system's time resolution
+    again = open_source(path).plane(0, ((48, 48), (48, 48), (3,)))
+    np.testing.assert_array_equal(again[region].compute(scheduler="sync"), b[region])
