@@ -184,6 +184,16 @@ def test_a_compressed_tiff_region_read_again_is_decoded_once_and_a_rewritten_fil
     for _ in range(2):  # the halos of neighbouring tiles read the same chunks again
         np.testing.assert_array_equal(plane[region].compute(scheduler="sync"), a[region])
     assert len(decodes) == 4  # four chunks, each decoded once
+    # the dashboard's planes (slide pyramids) keep nothing: a region is decoded again
+    from segdash.io.pyramid import _stamp
+
+    with tifffile.TiffFile(path) as tif:
+        layout = read.TiffLayout.of(tif.series[0].axes, tif.series[0].shape, "t.tif")
+    dashboard = read.TiffPlane(str(path.resolve()), 0, layout, layout.frame_index(0),
+                               np.dtype(np.uint8), _stamp(path))
+    for _ in range(2):
+        np.testing.assert_array_equal(dashboard[region], a[region])
+    assert len(decodes) == 6
     b = 255 - a
     tifffile.imwrite(path, b, tile=(32, 32), compression="zlib", photometric="rgb")
     os.utime(path, ns=(1, 1))  # a new stamp even within the file system's time resolution

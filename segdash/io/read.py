@@ -605,6 +605,9 @@ class TiffPlane:
     stamp: tuple[int, int]
     #: Pyramid level of the series (0: full resolution).
     level: int = 0
+    #: Keep decoded regions (:data:`REGION_CACHE_BYTES`, read-only arrays): for tiling,
+    #: whose halos read each region again (``segdash apply``); off for the dashboard.
+    cache_regions: bool = False
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -617,7 +620,7 @@ class TiffPlane:
     def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         key = tuple(key) + (slice(None),) * (3 - len(key))
         sk = _slice_key(key)
-        cache_key = None if sk is None else (self, sk)
+        cache_key = None if sk is None or not self.cache_regions else (self, sk)
         if cache_key is not None:
             hit = _REGIONS.get(cache_key)
             if hit is not None:

@@ -168,7 +168,9 @@ class ImageSource:
             return da.from_array(arr, chunks=chunks)
         frame = self.layout.frame_index(index)
         path = str(self.path.resolve())
-        plane = TiffPlane(path, 0, self.layout, frame, self.dtype, self.stamp)
+        # tiles read their neighbours' regions again as halos: keep the decoded ones
+        plane = TiffPlane(path, 0, self.layout, frame, self.dtype, self.stamp,
+                          cache_regions=True)
         name = "segdash-read-" + tokenize(path, self.stamp, frame, chunks)
         return da.from_array(plane, chunks=chunks, name=name, lock=False, asarray=True,
                              fancy=False, meta=np.empty((0, 0, 0), self.dtype))
