@@ -323,30 +323,12 @@ def compile_trees(est: Any) -> CompiledTrees | None:
         depths = np.zeros(len(trees), np.int64)
         for ti, (f, th, left, right, v) in enumerate(trees):
             ith = _int_threshold(np.asarray(th, dtype=np.float64))
-            stack = [(0, 0, 0)]
-            leaves = []
-            while stack:
-                n, p, dep = stack.pop()
-                if left[n] >= 0 and ith[n] >= 255:  # every code goes left: skip the test
-                    stack.append((left[n], p, dep))
-                    continue
-                if left[n] >= 0 and ith[n] < 0:  # every code goes right
-                    stack.append((right[n], p, dep))
-                    continue
-                if left[n] < 0:
-                    leaves.append((n, p, dep))
-                    continue
-                feat[ti, p], thr[ti, p] = f[n], ith[n]
-                stack.append((left[n], 2 * p + 1, dep + 1))
-                stack.append((right[n], 2 * p + 2, dep + 1))
-            # Each tree is walked to its own depth only: interactive forests mix trees of
-            # depth 1 to 10, and walking all to the deepest cost a third more steps.
-            dt = max(dep for _, _, dep in leaves)
-            depths[ti] = dt
-            for n, p, dep in leaves:
-                for _ in range(dt - dep):
-                    p = 2 * p + 1  # padded nodes always go left
-                val[ti, p] = v[n]
+            # compiled: the Python loop over nodes took 10-25 ms per retraining (16 trees
+            # of ~300 nodes), a fifth of an update's prediction
+            depths[ti] = _flatten_complete(
+                np.asarray(f, np.int64), ith, np.asarray(left, np.int64),
+                np.asarray(right, np.int64), np.asarray(v, np.float64),
+                feat[ti], thr[ti], val[ti])
         return CompiledTrees(d, feat, thr, val, None, None, None, link,
                              base.astype(np.float32), n_out, n_features, depths)
     sizes = [len(t[0]) for t in trees]
@@ -362,6 +344,53 @@ def compile_trees(est: Any) -> CompiledTrees | None:
                          n_features)
 
 
+
+
+@numba.njit(nogil=True, cache=True)
+def _flatten_complete(f, ith, left, right, v, feat, thr, val):  # pragma: no cover - compiled
+    """Lay one validated tree out as a complete binary tree of its own depth; return it.
+
+    Node ``p``'s children are ``2p + 1`` (code <= threshold) and ``2p + 2``; tests every
+    code passes one way are skipped; leaves above the tree's depth are moved down its
+    left-most padding (threshold 255: always left). ``feat``, ``thr``, ``val`` are this
+    tree's rows of the ensemble's arrays, padding already in place.
+    """
+    n = f.shape[0]
+    st_n = np.empty(n + 1, np.int64)
+    st_p = np.empty(n + 1, np.int64)
+    st_d = np.empty(n + 1, np.int64)
+    lf_n = np.empty(n, np.int64)
+    lf_p = np.empty(n, np.int64)
+    lf_d = np.empty(n, np.int64)
+    top, n_leaves = 1, 0
+    st_n[0] = st_p[0] = st_d[0] = 0
+    while top > 0:
+        top -= 1
+        node, p, dep = st_n[top], st_p[top], st_d[top]
+        if left[node] >= 0 and ith[node] >= 255:  # every code goes left: skip the test
+            st_n[top], st_p[top], st_d[top] = left[node], p, dep
+            top += 1
+        elif left[node] >= 0 and ith[node] < 0:  # every code goes right
+            st_n[top], st_p[top], st_d[top] = right[node], p, dep
+            top += 1
+        elif left[node] < 0:
+            lf_n[n_leaves], lf_p[n_leaves], lf_d[n_leaves] = node, p, dep
+            n_leaves += 1
+        else:
+            feat[p] = f[node]
+            thr[p] = ith[node]
+            st_n[top], st_p[top], st_d[top] = left[node], 2 * p + 1, dep + 1
+            st_n[top + 1], st_p[top + 1], st_d[top + 1] = right[node], 2 * p + 2, dep + 1
+            top += 2
+    depth = 0
+    for i in range(n_leaves):
+        depth = max(depth, lf_d[i])
+    for i in range(n_leaves):
+        # down the padding: k steps of p -> 2p + 1 give (p + 1) 2^k - 1
+        p = (lf_p[i] + 1) * (1 << (depth - lf_d[i])) - 1
+        for c in range(val.shape[1]):
+            val[p, c] = v[lf_n[i], c]
+    return depth
 
 
 @numba.njit(nogil=True, cache=True)
