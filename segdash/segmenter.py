@@ -533,6 +533,44 @@ class Segmenter(param.Parameterized):
             self._bounds = (current, bounds)
         return bounds
 
+    def remove_image(self, index: int) -> None:
+        """Remove image ``index`` and its strokes from the project (the file stays on disk),
+        then show its neighbour and retrain on the strokes left.
+
+        Raises
+        ------
+        ValueError
+            No project, no such image, or it is the project's only image.
+        ProjectError
+            The project file cannot be saved.
+        """
+        project = self.project
+        if project is None:
+            raise ValueError("open a project first")
+        if not 0 <= index < len(project.images):
+            raise ValueError(f"no image {index} in the project")
+        if len(project.images) == 1:
+            raise ValueError("a project keeps at least one image: add another first")
+        gone = project.images[index]
+        project.remove_image(index)
+        self._rows.forget(lambda path, frame: path != gone.path)
+        self.project_changes += 1
+        if index < self.current:
+            shown = self.current - 1
+        elif index == self.current:
+            shown = min(index, len(project.images) - 1)
+        else:
+            shown = self.current
+        # the undo history names images by position: it restarts with the image shown
+        self.select(shown)
+        self.status = (f"removed {gone.name} and its {gone.stroke_count} stroke(s) from the "
+                       "project (the file stays)")
+        if self._painted_classes() >= 2:
+            self._retrain_if_live()
+        else:
+            self.param.update(model=None, segmentation=None, probabilities=None,
+                              uncertainty=None)
+
     def project_json(self) -> tuple[str, bytes]:
         """The project file's name and content, as saved."""
         if self.project is None:

@@ -193,3 +193,23 @@ def test_project_file_downloads_and_uploads(tmp_path):
     with pytest.raises(ProjectError, match="outside the project's folder"):
         seg.load_project_json(json.dumps(doc).encode())
     assert len(seg.strokes) == 2  # nothing changed
+
+
+def test_removing_an_image_drops_its_strokes_keeps_its_file_and_retrains_without_it(tmp_path):
+    paths, _ = three_image_folder(tmp_path)
+    seg = open_session(tmp_path / "p.json", paths)
+    paint(seg)
+    seg.select(1)
+    paint(seg)
+    assert "of 2 image(s)" in seg.status
+    seg.select(2)
+    seg.remove_image(0)  # an image before the one on screen: the same image stays shown
+    assert seg.image_name == "scene2.png" and seg.current == 1
+    assert "of 1 image(s)" in seg.status, seg.status  # retrained on the strokes left
+    saved = Project.load(tmp_path / "p.json")
+    assert [img.name for img in saved.images] == ["scene1.png", "scene2.png"]
+    assert paths[0].exists()
+    seg.remove_image(0)  # the last painted image: no model is left
+    assert seg.model is None and seg.segmentation is None
+    with pytest.raises(ValueError, match="at least one image"):
+        seg.remove_image(0)

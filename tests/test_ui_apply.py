@@ -77,3 +77,26 @@ def test_apply_to_project_can_be_cancelled(tmp_path):
         assert not card.start_button.disabled
     finally:
         app.close()
+
+
+def test_the_project_card_removes_the_image_on_screen_once_asked_twice(tmp_path):
+    app, images = _app(tmp_path)  # scene1 on screen, scene0 and scene1 painted
+    card = app.cards.project
+    try:
+        card.remove_button.clicks += 1
+        assert card.confirm.visible
+        assert "Remove **scene1.png** and its 2 stroke(s)" in card.confirm_text.object
+        card.keep_button.clicks += 1  # changed their mind: nothing happens
+        assert not card.confirm.visible and len(app.segmenter.project.images) == 3
+        card.remove_button.clicks += 1
+        card.confirm_button.clicks += 1
+        assert app.wait_idle(60)
+        app._flush()
+        seg = app.segmenter
+        assert [i.name for i in seg.project.images] == ["scene0.png", "scene2.png"]
+        assert seg.image_name == "scene2.png"  # its neighbour
+        assert "of 1 image(s)" in seg.status, seg.status
+        assert len(card._entries) == 2 and not card.confirm.visible
+        assert images[1][0].exists()  # the file stays
+    finally:
+        app.close()

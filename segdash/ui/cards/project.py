@@ -32,6 +32,21 @@ class ProjectCard(Card):
                                                  visible=False,
                                                  css_classes=["segdash-frame"])
         self.frame_slider.param.watch(self._on_frame, "value")
+        #: Removing the image on screen: asked once more, since its strokes go with it.
+        self.remove_button = pn.widgets.Button(label="Remove this image…", variant="outline",
+                                               sizing_mode="stretch_width",
+                                               css_classes=["segdash-remove-image"])
+        self.remove_button.on_click(self._on_remove)
+        self.confirm_text = pn.pane.Markdown("", margin=(0, 10))
+        self.confirm_button = pn.widgets.Button(label="Remove", color="danger",
+                                                css_classes=["segdash-remove-confirm"])
+        self.confirm_button.on_click(self._on_confirm_remove)
+        self.keep_button = pn.widgets.Button(label="Keep it", css_classes=["segdash-remove-keep"])
+        self.keep_button.on_click(self._on_keep)
+        self.confirm = pn.Column(self.confirm_text, pn.Row(self.confirm_button, self.keep_button),
+                                 visible=False, sizing_mode="stretch_width",
+                                 css_classes=["segdash-remove-ask"])
+        self._removing: int | None = None
         self.download = pn.widgets.FileDownload(label="Project file (JSON)",
                                                 filename="segdash-project.json",
                                                 callback=self._project_file)
@@ -42,7 +57,8 @@ class ProjectCard(Card):
         self._entries: list[tuple[Any, pn.widgets.Button]] = []
 
     def controls(self) -> list[Any]:
-        return [self.info, self.images, self.frame_slider, self.download,
+        return [self.info, self.images, self.frame_slider, self.remove_button, self.confirm,
+                self.download,
                 note("Restore a project file (.json):"), self.upload]
 
     # -- showing ----------------------------------------------------------------------
@@ -73,6 +89,9 @@ class ProjectCard(Card):
                                 css_classes=["segdash-project-image"]
                                 + (["active"] if current else []))
         entry = project.images[seg.current] if seg.current < len(project.images) else None
+        self.remove_button.disabled = len(project.images) < 2
+        if self._removing is not None and self._removing != seg.current:
+            self._on_keep(None)  # asked about another image than the one now shown
         stack = entry is not None and entry.frames > 1
         with self._quiet():
             self.frame_slider.visible = stack
@@ -113,6 +132,28 @@ class ProjectCard(Card):
     def _on_select(self, index: int, event: Any) -> None:
         self.context.clear_error()
         self.context.worker.submit(partial(self.segmenter.select, index), key="select")
+
+    def _on_remove(self, event: Any) -> None:
+        seg = self.segmenter
+        img = seg.project.images[seg.current]
+        self._removing = seg.current
+        self.confirm_text.object = (
+            f"Remove **{markdown_text(img.name)}** and its {img.stroke_count} stroke(s) from "
+            "the project? The file stays on disk; the strokes cannot be brought back.")
+        self.confirm.visible = True
+
+    def _on_keep(self, event: Any) -> None:
+        self._removing = None
+        self.confirm.visible = False
+
+    def _on_confirm_remove(self, event: Any) -> None:
+        index = self._removing
+        self._on_keep(event)
+        if index is None:
+            return
+        self.context.clear_error()
+        self.context.worker.submit(partial(self.segmenter.remove_image, index), key="select",
+                                   what="removing the image")
 
     def _on_frame(self, event: Any) -> None:
         if self._updating or event.new is None:
