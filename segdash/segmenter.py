@@ -889,25 +889,16 @@ class Segmenter(param.Parameterized):
                 self._tiled_channels, self.classes)
             model.downsample = d
         except (SegdashError, ValueError) as exc:
-            with self._lock:
-                if generation == self._generation:
-                    self.param.update(error=str(exc), status="training failed")
-            return None
+            return self._tiled_training_failed(generation, exc)
         finally:
             self.busy = False
-        with self._lock:
-            if generation != self._generation:
-                return None
-            self._publish_tiled(model, f"trained {self.classifier} on {y.size} painted pixels"
-                                       + (f" at 1/{d} resolution" if d > 1 else ""))
-        self._fill_view(model)
-        return model
+        return self._end_tiled_training(generation, model, f"{y.size} painted pixels")
 
     def _train_tiled_project(self, generation: int, stack: FeatureStack
                              ) -> SegmentationModel | None:
         """Train across the project's images with a tiled image on screen: the painted
         tiles of tiled images, whole small ones (:func:`~segdash.project.train_project`)."""
-        project, d = self.project, self._tiled_downsample
+        project = self.project
         ids = self._painted_labels()
         if ids.size < 2:
             self.param.update(error=self._save_problem, status=need_two_classes(ids, self.classes))
@@ -922,12 +913,21 @@ class Segmenter(param.Parameterized):
                                   quantizer=self._project_quantizer(stack), ring=ring)
             model.classes = [self._class_or(c) for c in model.classes]
         except (SegdashError, ValueError) as exc:
-            with self._lock:
-                if generation == self._generation:
-                    self.param.update(error=str(exc), status="training failed")
-            return None
+            return self._tiled_training_failed(generation, exc)
         finally:
             self.busy = False
+        return self._end_tiled_training(generation, model, what)
+
+    def _tiled_training_failed(self, generation: int, exc: Exception) -> None:
+        with self._lock:
+            if generation == self._generation:
+                self.param.update(error=str(exc), status="training failed")
+
+    def _end_tiled_training(self, generation: int, model: SegmentationModel,
+                            what: str) -> SegmentationModel | None:
+        """Show a large image's new model trained on ``what`` and fill the view with it,
+        unless a newer change superseded it (None then)."""
+        d = self._tiled_downsample
         with self._lock:
             if generation != self._generation:
                 return None
