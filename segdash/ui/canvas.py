@@ -17,8 +17,10 @@ also show their inside, through a patches glyph on the same data source.
 The image is shown by :mod:`segdash.io.render`'s display rule (the one the overlay files
 use) with the Segmenter's :attr:`~segdash.Segmenter.display` settings (range, channels):
 the picture follows them without a new plot, so zoom and pan stay. The overlay over it is
-the segmentation, the uncertainty or one class's probability in RGBA, as the Results
-card's view settings say.
+the segmentation, the uncertainty or one class's probability, as the Results card's view
+settings say. It is sent as palette indices (:class:`~segdash.ui.display.Overlay`: a byte a
+pixel) shown through a Bokeh colour mapper holding the palette, drawn at the overlay's
+opacity (the glyph's alpha): a quarter of the bytes of RGBA to make, send and decode.
 
 The plot fills the space the page gives it (it follows the window); a JavaScript callback
 widens the x or y range whenever the frame's size or the ranges change, so that image
@@ -44,13 +46,15 @@ from ..io.render import DisplaySettings
 from ..segmenter import Segmenter
 from ..strokes import ERASER, Stroke
 from .display import (
+    Overlay,
     data_to_image,
     display_step,
     downsample,
+    empty_overlay,
     image_to_data,
-    probability_rgba,
-    segmentation_rgba,
-    uncertainty_rgba,
+    probability_overlay,
+    segmentation_overlay,
+    uncertainty_overlay,
 )
 
 log = logging.getLogger("segdash.ui")
@@ -271,7 +275,7 @@ class Canvas:
         base = hv.DynamicMap(partial(self._base_rgb, bounds=bounds), streams=[self._base_pipe])
         self.base = hv.RGB(self._base_pipe.data, bounds=bounds)  # until the plot renders
         self._pipe = hv.streams.Pipe(data=self._overlay_data())
-        overlay = hv.DynamicMap(partial(_rgba_element, bounds=bounds), streams=[self._pipe])
+        overlay = hv.DynamicMap(partial(_overlay_image, bounds=bounds), streams=[self._pipe])
         path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL, FILL_COL])
         stream = hv.streams.FreehandDraw(source=path, num_objects=0)
         stream.add_subscriber(partial(self._on_stream, image))
@@ -364,16 +368,15 @@ class Canvas:
         self.base = hv.RGB(shown, bounds=view.bounds)
         return self.base
 
-    def _overlay_element(self, data: Any = None) -> hv.RGB:
+    def _overlay_element(self, data: Any = None) -> hv.Image:
         view = self.viewport(*(self._range.x_range, self._range.y_range)
                              if self._range is not None else (None, None))
-        rgba = self._viewport_overlay(view)
-        return hv.RGB(rgba, bounds=view.bounds, vdims=["R", "G", "B", "A"])
+        return _overlay_image(self._viewport_overlay(view), view.bounds)
 
-    def _viewport_overlay(self, view: Viewport) -> np.ndarray:
+    def _viewport_overlay(self, view: Viewport) -> Overlay:
         seg = self.segmenter
         settings = self._overlay_view()
-        empty = np.zeros((1, 1, 4), np.uint8)
+        empty = empty_overlay()
         if not settings.show or seg.model is None:
             return empty
         left, bottom, right, top = view.bounds
@@ -384,9 +387,8 @@ class Canvas:
         if result is None:
             return empty
         if which == "uncertainty":
-            return uncertainty_rgba(np.nan_to_num(result, nan=0.0), len(seg.model.classes_),
-                                    settings.opacity)
-        return segmentation_rgba(result, seg.classes, settings.opacity)
+            return uncertainty_overlay(result, len(seg.model.classes_), settings.opacity)
+        return segmentation_overlay(result, seg.classes, settings.opacity)
 
     def _on_range(self, x_range: Any = None, y_range: Any = None, **_: Any) -> None:
         source = self.segmenter.source
@@ -517,17 +519,17 @@ class Canvas:
 
     # -- overlay ----------------------------------------------------------------------
 
-    def _overlay_data(self) -> np.ndarray:
+    def _overlay_data(self) -> Overlay:
         seg = self.segmenter
         view = self._overlay_view()
-        empty = np.zeros((1, 1, 4), np.uint8)
+        empty = empty_overlay()
         if not view.show:
             return empty
         if view.view == "uncertainty":
             if seg.uncertainty is None or seg.model is None:
                 return empty
-            return uncertainty_rgba(downsample(seg.uncertainty, self._step),
-                                    len(seg.model.classes_), view.opacity)
+            return uncertainty_overlay(downsample(seg.uncertainty, self._step),
+                                       len(seg.model.classes_), view.opacity)
         if view.view == "probability":
             model, proba = seg.model, seg.probabilities
             ids = [] if model is None else [int(c) for c in model.classes_]
@@ -535,12 +537,12 @@ class Canvas:
                 return empty
             k = ids.index(view.class_id)
             color = {c.id: c.color for c in seg.classes}.get(view.class_id, "#000000")
-            return probability_rgba(downsample(proba[:, :, k], self._step), color,
-                                    view.opacity)
+            return probability_overlay(downsample(proba[:, :, k], self._step), color,
+                                       view.opacity)
         if seg.segmentation is None:
             return empty
-        return segmentation_rgba(downsample(seg.segmentation, self._step), seg.classes,
-                                 view.opacity)
+        return segmentation_overlay(downsample(seg.segmentation, self._step), seg.classes,
+                                    view.opacity)
 
     def update_overlay(self) -> None:
         """Send the overlay as the Segmenter's results and the view settings say."""
@@ -554,23 +556,36 @@ class Canvas:
         t1 = time.perf_counter()
         self._pipe.send(data)  # HoloViews -> Bokeh models; sent once the callback returns
         if timing_log.isEnabledFor(logging.DEBUG):
-            timing_log.debug("overlay rgba=%.1f send=%.1f ms shape=%s end=%.3f",
+            timing_log.debug("overlay build=%.1f send=%.1f ms shape=%s dtype=%s end=%.3f",
                              1000 * (t1 - t0), 1000 * (time.perf_counter() - t1),
-                             "x".join(map(str, data.shape)), time.time())
+                             "x".join(map(str, data.indices.shape)), data.indices.dtype,
+                             time.time())
 
     @property
     def overlay(self) -> np.ndarray | None:
-        """The RGBA overlay currently in the plot (display resolution), or None."""
+        """What the overlay in the plot shows (display resolution): ``(h, w, 4)`` uint8 RGBA
+        (:meth:`Overlay.rgba <segdash.ui.display.Overlay.rgba>`), or None."""
         if self._pipe is None:
             return None
         if self.segmenter.source is not None:
             return self._viewport_overlay(self.viewport(self._range.x_range,
-                                                        self._range.y_range))
-        return self._pipe.data
+                                                        self._range.y_range)).rgba()
+        return self._pipe.data.rgba()
 
 
-def _rgba_element(data: np.ndarray, bounds: tuple[int, int, int, int]) -> hv.RGB:
-    return hv.RGB(data, bounds=bounds, vdims=["R", "G", "B", "A"])
+#: The value dimension of the overlay image (its palette index).
+OVERLAY_DIM = "overlay_index"
+
+
+def _overlay_image(data: Overlay, bounds: tuple[float, float, float, float]) -> hv.Image:
+    """The overlay as an image of palette indices through a colour mapper of its palette.
+
+    The mapper's range puts index ``k`` at the middle of the ``k``-th palette colour
+    (``-0.5 .. n - 0.5`` for ``n`` colours), so each index shows exactly its colour.
+    """
+    n = len(data.palette)
+    return hv.Image(data.indices, bounds=bounds, vdims=[OVERLAY_DIM]).opts(
+        cmap=list(data.palette), clim=(-0.5, n - 0.5), alpha=float(data.opacity))
 
 
 def _browser_rows(data: dict, brush: Callable[[], Brush]) -> list[_Row]:
