@@ -135,7 +135,7 @@ async def one_session(browser, url: str, size: int, png: bytes) -> dict:
     shown = (-(-size // step)) ** 2
     try:
         await page.wait_for_function(f"(({OVERLAY_JS})() || {{}}).opaque === {shown}",
-                                     timeout=300_000)
+                                     timeout=120_000)
         overlay = time.monotonic() - released
     except Exception:  # report what the page says instead of the timeout
         status = await page.locator(".segdash-status pre").all_inner_texts()

@@ -231,6 +231,9 @@ class Canvas:
         self._tool: FreehandDrawTool | None = None
         self._drawn: list[_Row] = []
         self._range: hv.streams.RangeXY | None = None  # the view of a large image
+        self._overlay_glyph: Any = None  # the overlay's Bokeh Image glyph, once rendered
+        # what the overlay shown was made from, but its opacity (see update_overlay)
+        self._shown_key: tuple | None = None
         self._frame = (FRAME_MAX_WIDTH, FRAME_MAX_HEIGHT)
 
     def refresh(self, names: set[str]) -> None:
@@ -257,7 +260,8 @@ class Canvas:
     def rebuild(self) -> None:
         """A new plot for the Segmenter's current image (zoom resets: it is a new image)."""
         image = self.segmenter.image
-        self.figure = self._source = self._tool = None
+        self.figure = self._source = self._tool = self._overlay_glyph = None
+        self._shown_key = None
         self._drawn = []
         self._range = None
         if self.segmenter.source is not None:
@@ -275,6 +279,7 @@ class Canvas:
         base = hv.DynamicMap(partial(self._base_rgb, bounds=bounds), streams=[self._base_pipe])
         self.base = hv.RGB(self._base_pipe.data, bounds=bounds)  # until the plot renders
         self._pipe = hv.streams.Pipe(data=self._overlay_data())
+        self._shown_key = self._overlay_key()
         overlay = hv.DynamicMap(partial(_overlay_image, bounds=bounds), streams=[self._pipe])
         path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL, FILL_COL])
         stream = hv.streams.FreehandDraw(source=path, num_objects=0)
@@ -286,8 +291,12 @@ class Canvas:
                 active_tools=["freehand_draw", "wheel_zoom"], toolbar="above",
             ),
             hv.opts.Path(hooks=[partial(self._hook, fw)]),
+            hv.opts.Image(hooks=[self._overlay_hook]),
         )
         self.pane.object = plot
+
+    def _overlay_hook(self, plot: Any, element: Any) -> None:
+        self._overlay_glyph = plot.handles.get("glyph")
 
     def _base_data(self) -> np.ndarray:
         """The image as shown now: ``(h, w, 3)`` uint8 at display resolution."""
@@ -519,6 +528,16 @@ class Canvas:
 
     # -- overlay ----------------------------------------------------------------------
 
+    def _overlay_key(self) -> tuple:
+        """What the overlay is made from, but its opacity: results are new arrays when they
+        change (never written in place), so the same arrays and settings make the same
+        picture."""
+        seg, view = self.segmenter, self._overlay_view()
+        result = {"uncertainty": seg.uncertainty, "probability": seg.probabilities}.get(
+            view.view, seg.segmentation)
+        return (view.show, view.view, view.class_id, result, seg.model,
+                tuple(seg.classes), self._step)
+
     def _overlay_data(self) -> Overlay:
         seg = self.segmenter
         view = self._overlay_view()
@@ -551,9 +570,20 @@ class Canvas:
         if self.segmenter.source is not None:
             self._pipe.send(None)  # the viewport's overlay is made by _overlay_element
             return
+        key = self._overlay_key()
+        shown = self._shown_key
+        if (self._overlay_glyph is not None and shown is not None
+                and all(map(_same, key, shown))):
+            # the same picture, maybe at another opacity: the glyph's alpha, no pixel data
+            opacity = min(max(float(self._overlay_view().opacity), 0.0), 1.0)
+            data = self._pipe.data._replace(opacity=opacity)
+            self._overlay_glyph.global_alpha = float(data.opacity)
+            self._pipe.update(data=data)  # what a later render of the plot shows
+            return
         t0 = time.perf_counter()
         data = self._overlay_data()
         t1 = time.perf_counter()
+        self._shown_key = key
         self._pipe.send(data)  # HoloViews -> Bokeh models; sent once the callback returns
         if timing_log.isEnabledFor(logging.DEBUG):
             timing_log.debug("overlay build=%.1f send=%.1f ms shape=%s dtype=%s end=%.3f",
@@ -586,6 +616,18 @@ def _overlay_image(data: Overlay, bounds: tuple[float, float, float, float]) -> 
     n = len(data.palette)
     return hv.Image(data.indices, bounds=bounds, vdims=[OVERLAY_DIM]).opts(
         cmap=list(data.palette), clim=(-0.5, n - 0.5), alpha=float(data.opacity))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """The same object, or equal values (arrays and models: the same object only)."""
+    if a is b:
+        return True
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return False
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
 
 
 def _browser_rows(data: dict, brush: Callable[[], Brush]) -> list[_Row]:
