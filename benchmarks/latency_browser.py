@@ -14,8 +14,15 @@ machine): *to server* (mouse-up to the stroke reaching ``Canvas.on_draw``: the f
 tool's sync over the websocket and HoloViews' stream), *queue* (until training starts: the
 session's worker), *features* / *fit* / *predict* / *publish* (``Segmenter.train``),
 *overlay* (from the trained result to the overlay handed to Bokeh: the page update
-scheduled on the event loop, the RGBA image built, HoloViews' update), and *to browser*
-(the rest: serialising the overlay, the websocket, BokehJS decoding and drawing it).
+scheduled on the event loop, the overlay's palette indices built (*overlay build*; an RGBA
+image before), HoloViews' update (*overlay send*)), and *to browser* (the rest: serialising
+the overlay, the websocket, BokehJS decoding it, colouring it through the colour mapper and
+drawing it).
+
+Before each timed stroke it waits until no new overlay has arrived for 0.4 s (``settle``):
+the first training sends its overlay twice, and without the wait every stroke was timed
+against its predecessor's overlay (p50 143 ms, with no server log line inside any stroke's
+interval).
 
 Usage::
 

@@ -43,7 +43,8 @@ _JS_LIB = """
   const overlayPixels = (v) => {
     const ds = v.model.data_source, img = col(ds, 'image')[0], glyph = v.model.glyph;
     const rgba = glyph.color_mapper.rgba_mapper.v_compute(img);
-    const a = glyph.global_alpha;
+    const ga = glyph.global_alpha;  // a NumberSpec: {value: ...} (or a bare number)
+    const a = typeof ga === 'number' ? ga : ga.value;
     if (a !== 1) { for (let i = 3; i < rgba.length; i += 4) rgba[i] = rgba[i] * a; }
     return {ds: ds, img: img, alpha: a,
             packed: new Uint32Array(rgba.buffer, rgba.byteOffset, rgba.length / 4)};
