@@ -60,8 +60,7 @@ WATCH_JS = """() => {""" + _JS_LIB + """
     document.addEventListener('pointerup', () => { window.__up = performance.now(); }, true);
     window.__up_hooked = true;
   }
-  const imgs = views('ImageRGBA');
-  const ds = imgs[imgs.length - 1].model.data_source;
+  const ds = overlayView().model.data_source;
   if (ds.__watched) return;
   ds.__watched = true;
   ds.change.connect(() => window.__ovl.push(performance.now()));

@@ -16,6 +16,7 @@ Usage::
 
     .venv/bin/python benchmarks/serve_load.py                 # 10 sessions, 1024², 30 cycles
     .venv/bin/python benchmarks/serve_load.py --sessions 4 --size 512 --cycles 10
+    .venv/bin/python benchmarks/serve_load.py --timing --cycles 5   # what holds the loop
 """
 
 from __future__ import annotations
@@ -49,12 +50,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(port: int, log: Path, debug_loop: bool = False) -> subprocess.Popen:
+def start(port: int, log: Path, debug_loop: bool = False,
+          timing: bool = False) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "segdash.cli", "serve", "--port", str(port), "--address",
            "127.0.0.1", "--unused-session-lifetime", "1000", "--check-unused-sessions", "1000"]
     env = dict(os.environ)
     if debug_loop:  # asyncio logs every callback holding the loop > 100 ms, and where from
         env["PYTHONASYNCIODEBUG"] = "1"
+    if timing:  # segdash logs page updates holding the loop > 50 ms, and each overlay's parts
+        env["SEGDASH_TIMING"] = "1"
     proc = subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
                             env=env)
     url = f"http://127.0.0.1:{port}/static/js/bokeh.min.js"
@@ -135,7 +139,7 @@ async def one_session(browser, url: str, size: int, png: bytes) -> dict:
     shown = (-(-size // step)) ** 2
     try:
         await page.wait_for_function(f"(({OVERLAY_JS})() || {{}}).opaque === {shown}",
-                                     timeout=300_000)
+                                     timeout=120_000)
         overlay = time.monotonic() - released
     except Exception:  # report what the page says instead of the timeout
         status = await page.locator(".segdash-status pre").all_inner_texts()
@@ -186,6 +190,25 @@ def slow_callbacks(log: Path, top: int = 12) -> None:
         print(f"  {float(seconds):6.2f} s  {what[:160]}")
 
 
+def slow_updates(log: Path, top: int = 12) -> None:
+    """The page updates segdash logged as holding the loop (``SEGDASH_TIMING``), longest
+    first, and the overlays' parts."""
+    import re
+
+    text = log.read_text()
+    found = re.findall(r"page update took=([0-9.]+) ms cards=([0-9.]+) canvas=([0-9.]+) "
+                       r"names=(\S+)", text)
+    found.sort(key=lambda f: -float(f[0]))
+    print(f"page updates holding the event loop > 50 ms: {len(found)}")
+    for took, cards, canvas, names in found[:top]:
+        print(f"  {float(took):7.0f} ms (cards {float(cards):.0f}, canvas {float(canvas):.0f})"
+              f"  {names[:120]}")
+    sends = [float(v) for v in re.findall(r"overlay build=[0-9.]+ send=([0-9.]+)", text)]
+    if sends:
+        print(f"overlay updates: {len(sends)}, HoloViews/Bokeh update median "
+              f"{statistics.median(sends):.0f} ms, max {max(sends):.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=10)
@@ -194,10 +217,13 @@ def main() -> None:
     parser.add_argument("--debug-loop", action="store_true",
                         help="run the server in asyncio debug mode and list the callbacks "
                              "that held its event loop longest")
+    parser.add_argument("--timing", action="store_true",
+                        help="run the server with SEGDASH_TIMING=1 and list the page updates "
+                             "that held its event loop longest")
     args = parser.parse_args()
     port = free_port()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"segdash-serve-load-{port}.log"
-    proc = start(port, log, args.debug_loop)
+    proc = start(port, log, args.debug_loop, args.timing)
     url = f"http://127.0.0.1:{port}/"
     try:
         print(f"load average before: {os.getloadavg()[0]:.2f}")
@@ -226,6 +252,8 @@ def main() -> None:
               f"-> {after:.0f} MB ({after - before:+.0f} MB)")
         if args.debug_loop:
             slow_callbacks(log)
+        if args.timing:
+            slow_updates(log)
     finally:
         proc.terminate()
         try:

@@ -46,8 +46,8 @@ from segdash.ui.display import (
     downsample,
     image_to_data,
     markdown_text,
-    segmentation_rgba,
-    uncertainty_rgba,
+    segmentation_overlay,
+    uncertainty_overlay,
 )
 from segdash.ui.samples import DEFAULT_SAMPLE, load_sample, sample_names
 from segdash.ui.worker import SessionWorker
@@ -230,12 +230,26 @@ def test_plot_and_image_coordinates_round_trip():
 def test_overlay_colours_follow_classes_and_opacity():
     classes = [segdash.ClassInfo(1, "a", "#ff0000"), segdash.ClassInfo(2, "b", "#0000ff")]
     seg = np.array([[1, 2], [2, 0]], np.uint8)
-    rgba = segmentation_rgba(seg, classes, 0.5)
+    shown = segmentation_overlay(seg, classes, 0.5)
+    assert shown.indices.dtype == np.uint8  # a byte a pixel crosses the websocket
+    rgba = shown.rgba()
     assert tuple(rgba[0, 0]) == (255, 0, 0, 128)
     assert tuple(rgba[0, 1]) == (0, 0, 255, 128)
     assert rgba[1, 1, 3] == 0  # unlabelled stays transparent
-    unc = uncertainty_rgba(np.array([[0.0, 0.5]], np.float32), n_classes=2, opacity=1.0)
+    unc = uncertainty_overlay(np.array([[0.0, 0.5, np.nan]], np.float32), n_classes=2,
+                              opacity=1.0).rgba()
     assert unc[0, 0, 3] == 0 and unc[0, 1, 3] == 255  # 0.5 is the most unsure two classes get
+    assert unc[0, 2, 3] == 0  # no value: nothing shown
+
+
+def test_overlay_indices_widen_to_uint16_beyond_255_classes_and_skip_unknown_ids():
+    classes = [segdash.ClassInfo(i, f"c{i}", "#%06x" % (i * 997)) for i in range(1, 301)]
+    seg = np.array([[0, 1, 300, 4000]], np.uint16)
+    shown = segmentation_overlay(seg, classes, 1.0)
+    assert shown.indices.dtype == np.uint16
+    rgba = shown.rgba()
+    assert tuple(rgba[0, 2]) == (*segdash.classes.hex_to_rgb(classes[-1].color), 255)
+    assert rgba[0, 0, 3] == 0 and rgba[0, 3, 3] == 0  # unlabelled and an unknown id
 
 
 def test_bundled_samples_include_grey_and_colour_images():

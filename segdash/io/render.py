@@ -15,7 +15,9 @@ grey, two as red and green, three as RGB). It changes only what is shown, never 
 features; its default, :meth:`DisplaySettings.auto`, is the rule above.
 
 An overlay (``NAME_overlay.png``) is the image so displayed with each pixel's class colour
-blended over it at :data:`OVERLAY_ALPHA`.
+blended over it at :data:`OVERLAY_ALPHA`. The dashboard sends its overlay to the browser as
+palette indices (:func:`class_indices`: one byte a pixel instead of four) whose colours are
+the same classes' colours, blended by the browser.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from ..contract import drop_alpha
 
 #: Opacity of class colours over the image in overlays.
 OVERLAY_ALPHA = 0.5
+#: The colour of "no class" in an indexed overlay's palette (index 0): transparent.
+TRANSPARENT = "#00000000"
 
 
 def _yxc(image: Any) -> Any:
@@ -232,3 +236,34 @@ def overlay_rgb(image: Any, labels: np.ndarray, classes: Iterable[ClassInfo],
     alpha = (colour[:, :, 3:] > 0) * np.float32(OVERLAY_ALPHA)
     blended = base * (1 - alpha) + colour[:, :, :3].astype(np.float32) * alpha
     return (blended + 0.5).astype(np.uint8)
+
+
+def class_indices(labels: np.ndarray,
+                  classes: Iterable[ClassInfo]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A label image as palette indices and the palette: what :func:`colorize` shows, in a
+    quarter of its bytes (the browser maps the indices through the palette).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(H, W)`` integer class ids; 0 and ids of no listed class show nothing.
+    classes : iterable of ClassInfo
+        Colours to use.
+
+    Returns
+    -------
+    indices : numpy.ndarray
+        ``(H, W)`` uint8 (uint16 beyond 255 classes): 0 where nothing shows, ``k`` where the
+        ``k``-th listed class does.
+    palette : tuple of str
+        ``"#rrggbbaa"`` per index: :data:`TRANSPARENT`, then each class's colour, opaque.
+    """
+    labels = np.asarray(labels)
+    classes = list(classes)
+    dtype = np.uint8 if len(classes) < 256 else np.uint16
+    top = max([int(labels.max(initial=0))] + [c.id for c in classes])
+    lut = np.zeros(top + 1, dtype=dtype)
+    for k, c in enumerate(classes, 1):
+        lut[c.id] = k
+    palette = (TRANSPARENT, *(c.color.lower() + "ff" for c in classes))
+    return lut[labels], palette

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -40,6 +41,9 @@ from .upload import DEFAULT_MAX_UPLOAD_GB, UploadFolder
 from .worker import ComputePool, JobAbandoned, SessionBlocked, SessionWorker
 
 log = logging.getLogger("segdash.ui")
+timing_log = logging.getLogger("segdash.timing")
+#: Page updates holding the event loop longer than this are logged (``SEGDASH_TIMING=1``).
+SLOW_UPDATE_S = 0.05
 
 
 def user_message(exc: BaseException) -> str:
@@ -210,17 +214,26 @@ class SegdashApp(pn.viewable.Viewer):
             self._scheduled = False
         if self._closed or not names:
             return
+        t0 = time.perf_counter()
         for card in self.cards:
             changed = names.intersection(card.watches)
             if changed:
                 card.refresh(changed)
+        t1 = time.perf_counter()
         changed = names.intersection(self.canvas.watches)
         if changed:
             self.canvas.refresh(changed)
+        t2 = time.perf_counter()
         changed = names.intersection(self.guide.watches)
         if changed:
             self.guide.refresh(changed)
         self._show_state(names)
+        took = time.perf_counter() - t0
+        if took > SLOW_UPDATE_S and timing_log.isEnabledFor(logging.DEBUG):
+            # what holds the event loop (benchmarks/serve_load.py --timing lists these)
+            timing_log.debug("page update took=%.1f ms cards=%.1f canvas=%.1f names=%s",
+                             1000 * took, 1000 * (t1 - t0), 1000 * (t2 - t1),
+                             ",".join(sorted(names)))
 
     def _show_state(self, names: set[str]) -> None:
         seg = self.segmenter

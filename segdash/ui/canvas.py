@@ -17,8 +17,10 @@ also show their inside, through a patches glyph on the same data source.
 The image is shown by :mod:`segdash.io.render`'s display rule (the one the overlay files
 use) with the Segmenter's :attr:`~segdash.Segmenter.display` settings (range, channels):
 the picture follows them without a new plot, so zoom and pan stay. The overlay over it is
-the segmentation, the uncertainty or one class's probability in RGBA, as the Results
-card's view settings say.
+the segmentation, the uncertainty or one class's probability, as the Results card's view
+settings say. It is sent as palette indices (:class:`~segdash.ui.display.Overlay`: a byte a
+pixel) shown through a Bokeh colour mapper holding the palette, drawn at the overlay's
+opacity (the glyph's alpha): a quarter of the bytes of RGBA to make, send and decode.
 
 The plot fills the space the page gives it (it follows the window); a JavaScript callback
 widens the x or y range whenever the frame's size or the ranges change, so that image
@@ -44,13 +46,15 @@ from ..io.render import DisplaySettings
 from ..segmenter import Segmenter
 from ..strokes import ERASER, Stroke
 from .display import (
+    Overlay,
     data_to_image,
     display_step,
     downsample,
+    empty_overlay,
     image_to_data,
-    probability_rgba,
-    segmentation_rgba,
-    uncertainty_rgba,
+    probability_overlay,
+    segmentation_overlay,
+    uncertainty_overlay,
 )
 
 log = logging.getLogger("segdash.ui")
@@ -227,6 +231,9 @@ class Canvas:
         self._tool: FreehandDrawTool | None = None
         self._drawn: list[_Row] = []
         self._range: hv.streams.RangeXY | None = None  # the view of a large image
+        self._overlay_glyph: Any = None  # the overlay's Bokeh Image glyph, once rendered
+        # what the overlay shown was made from, but its opacity (see update_overlay)
+        self._shown_key: tuple | None = None
         self._frame = (FRAME_MAX_WIDTH, FRAME_MAX_HEIGHT)
 
     def refresh(self, names: set[str]) -> None:
@@ -253,7 +260,8 @@ class Canvas:
     def rebuild(self) -> None:
         """A new plot for the Segmenter's current image (zoom resets: it is a new image)."""
         image = self.segmenter.image
-        self.figure = self._source = self._tool = None
+        self.figure = self._source = self._tool = self._overlay_glyph = None
+        self._shown_key = None
         self._drawn = []
         self._range = None
         if self.segmenter.source is not None:
@@ -271,7 +279,8 @@ class Canvas:
         base = hv.DynamicMap(partial(self._base_rgb, bounds=bounds), streams=[self._base_pipe])
         self.base = hv.RGB(self._base_pipe.data, bounds=bounds)  # until the plot renders
         self._pipe = hv.streams.Pipe(data=self._overlay_data())
-        overlay = hv.DynamicMap(partial(_rgba_element, bounds=bounds), streams=[self._pipe])
+        self._shown_key = self._overlay_key()
+        overlay = hv.DynamicMap(partial(_overlay_image, bounds=bounds), streams=[self._pipe])
         path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL, FILL_COL])
         stream = hv.streams.FreehandDraw(source=path, num_objects=0)
         stream.add_subscriber(partial(self._on_stream, image))
@@ -282,8 +291,12 @@ class Canvas:
                 active_tools=["freehand_draw", "wheel_zoom"], toolbar="above",
             ),
             hv.opts.Path(hooks=[partial(self._hook, fw)]),
+            hv.opts.Image(hooks=[self._overlay_hook]),
         )
         self.pane.object = plot
+
+    def _overlay_hook(self, plot: Any, element: Any) -> None:
+        self._overlay_glyph = plot.handles.get("glyph")
 
     def _base_data(self) -> np.ndarray:
         """The image as shown now: ``(h, w, 3)`` uint8 at display resolution."""
@@ -364,16 +377,15 @@ class Canvas:
         self.base = hv.RGB(shown, bounds=view.bounds)
         return self.base
 
-    def _overlay_element(self, data: Any = None) -> hv.RGB:
+    def _overlay_element(self, data: Any = None) -> hv.Image:
         view = self.viewport(*(self._range.x_range, self._range.y_range)
                              if self._range is not None else (None, None))
-        rgba = self._viewport_overlay(view)
-        return hv.RGB(rgba, bounds=view.bounds, vdims=["R", "G", "B", "A"])
+        return _overlay_image(self._viewport_overlay(view), view.bounds)
 
-    def _viewport_overlay(self, view: Viewport) -> np.ndarray:
+    def _viewport_overlay(self, view: Viewport) -> Overlay:
         seg = self.segmenter
         settings = self._overlay_view()
-        empty = np.zeros((1, 1, 4), np.uint8)
+        empty = empty_overlay()
         if not settings.show or seg.model is None:
             return empty
         left, bottom, right, top = view.bounds
@@ -384,9 +396,8 @@ class Canvas:
         if result is None:
             return empty
         if which == "uncertainty":
-            return uncertainty_rgba(np.nan_to_num(result, nan=0.0), len(seg.model.classes_),
-                                    settings.opacity)
-        return segmentation_rgba(result, seg.classes, settings.opacity)
+            return uncertainty_overlay(result, len(seg.model.classes_), settings.opacity)
+        return segmentation_overlay(result, seg.classes, settings.opacity)
 
     def _on_range(self, x_range: Any = None, y_range: Any = None, **_: Any) -> None:
         source = self.segmenter.source
@@ -517,17 +528,27 @@ class Canvas:
 
     # -- overlay ----------------------------------------------------------------------
 
-    def _overlay_data(self) -> np.ndarray:
+    def _overlay_key(self) -> tuple:
+        """What the overlay is made from, but its opacity: results are new arrays when they
+        change (never written in place), so the same arrays and settings make the same
+        picture."""
+        seg, view = self.segmenter, self._overlay_view()
+        result = {"uncertainty": seg.uncertainty, "probability": seg.probabilities}.get(
+            view.view, seg.segmentation)
+        return (view.show, view.view, view.class_id, result, seg.model,
+                tuple(seg.classes), self._step)
+
+    def _overlay_data(self) -> Overlay:
         seg = self.segmenter
         view = self._overlay_view()
-        empty = np.zeros((1, 1, 4), np.uint8)
+        empty = empty_overlay()
         if not view.show:
             return empty
         if view.view == "uncertainty":
             if seg.uncertainty is None or seg.model is None:
                 return empty
-            return uncertainty_rgba(downsample(seg.uncertainty, self._step),
-                                    len(seg.model.classes_), view.opacity)
+            return uncertainty_overlay(downsample(seg.uncertainty, self._step),
+                                       len(seg.model.classes_), view.opacity)
         if view.view == "probability":
             model, proba = seg.model, seg.probabilities
             ids = [] if model is None else [int(c) for c in model.classes_]
@@ -535,12 +556,12 @@ class Canvas:
                 return empty
             k = ids.index(view.class_id)
             color = {c.id: c.color for c in seg.classes}.get(view.class_id, "#000000")
-            return probability_rgba(downsample(proba[:, :, k], self._step), color,
-                                    view.opacity)
+            return probability_overlay(downsample(proba[:, :, k], self._step), color,
+                                       view.opacity)
         if seg.segmentation is None:
             return empty
-        return segmentation_rgba(downsample(seg.segmentation, self._step), seg.classes,
-                                 view.opacity)
+        return segmentation_overlay(downsample(seg.segmentation, self._step), seg.classes,
+                                    view.opacity)
 
     def update_overlay(self) -> None:
         """Send the overlay as the Segmenter's results and the view settings say."""
@@ -549,28 +570,64 @@ class Canvas:
         if self.segmenter.source is not None:
             self._pipe.send(None)  # the viewport's overlay is made by _overlay_element
             return
+        key = self._overlay_key()
+        shown = self._shown_key
+        if (self._overlay_glyph is not None and shown is not None
+                and all(map(_same, key, shown))):
+            # the same picture, maybe at another opacity: the glyph's alpha, no pixel data
+            opacity = min(max(float(self._overlay_view().opacity), 0.0), 1.0)
+            data = self._pipe.data._replace(opacity=opacity)
+            self._overlay_glyph.global_alpha = float(data.opacity)
+            self._pipe.update(data=data)  # what a later render of the plot shows
+            return
         t0 = time.perf_counter()
         data = self._overlay_data()
         t1 = time.perf_counter()
+        self._shown_key = key
         self._pipe.send(data)  # HoloViews -> Bokeh models; sent once the callback returns
         if timing_log.isEnabledFor(logging.DEBUG):
-            timing_log.debug("overlay rgba=%.1f send=%.1f ms shape=%s end=%.3f",
+            timing_log.debug("overlay build=%.1f send=%.1f ms shape=%s dtype=%s end=%.3f",
                              1000 * (t1 - t0), 1000 * (time.perf_counter() - t1),
-                             "x".join(map(str, data.shape)), time.time())
+                             "x".join(map(str, data.indices.shape)), data.indices.dtype,
+                             time.time())
 
     @property
     def overlay(self) -> np.ndarray | None:
-        """The RGBA overlay currently in the plot (display resolution), or None."""
+        """What the overlay in the plot shows (display resolution): ``(h, w, 4)`` uint8 RGBA
+        (:meth:`Overlay.rgba <segdash.ui.display.Overlay.rgba>`), or None."""
         if self._pipe is None:
             return None
         if self.segmenter.source is not None:
             return self._viewport_overlay(self.viewport(self._range.x_range,
-                                                        self._range.y_range))
-        return self._pipe.data
+                                                        self._range.y_range)).rgba()
+        return self._pipe.data.rgba()
 
 
-def _rgba_element(data: np.ndarray, bounds: tuple[int, int, int, int]) -> hv.RGB:
-    return hv.RGB(data, bounds=bounds, vdims=["R", "G", "B", "A"])
+#: The value dimension of the overlay image (its palette index).
+OVERLAY_DIM = "overlay_index"
+
+
+def _overlay_image(data: Overlay, bounds: tuple[float, float, float, float]) -> hv.Image:
+    """The overlay as an image of palette indices through a colour mapper of its palette.
+
+    The mapper's range puts index ``k`` at the middle of the ``k``-th palette colour
+    (``-0.5 .. n - 0.5`` for ``n`` colours), so each index shows exactly its colour.
+    """
+    n = len(data.palette)
+    return hv.Image(data.indices, bounds=bounds, vdims=[OVERLAY_DIM]).opts(
+        cmap=list(data.palette), clim=(-0.5, n - 0.5), alpha=float(data.opacity))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """The same object, or equal values (arrays and models: the same object only)."""
+    if a is b:
+        return True
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return False
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
 
 
 def _browser_rows(data: dict, brush: Callable[[], Brush]) -> list[_Row]:

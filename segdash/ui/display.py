@@ -16,10 +16,12 @@ import html
 import math
 import re
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-from ..classes import ClassInfo, colorize, hex_to_rgb
+from ..classes import ClassInfo, hex_to_rgb
+from ..io.render import TRANSPARENT, class_indices
 
 #: Longest side, in pixels, of the images sent to the browser (2000x2000 RGB takes ~2.5 s
 #: to reach the canvas; beyond that the browser lags).
@@ -44,35 +46,79 @@ def downsample(arr: np.ndarray, step: int) -> np.ndarray:
     return arr[::step, ::step]
 
 
-def segmentation_rgba(
+class Overlay(NamedTuple):
+    """An overlay as the browser gets it: palette indices, the palette and an opacity.
+
+    The browser colours each pixel ``palette[indices]`` (a Bokeh colour mapper) and draws
+    the result at ``opacity``: a byte a pixel (two beyond 255 classes) crosses the
+    websocket instead of four, and a change of opacity changes no pixel data.
+
+    Attributes
+    ----------
+    indices : numpy.ndarray
+        ``(H, W)`` uint8 or uint16.
+    palette : tuple of str
+        ``"#rrggbbaa"`` per index (index ``k`` shows as ``palette[k]``).
+    opacity : float
+        0..1, multiplies every palette colour's alpha.
+    """
+
+    indices: np.ndarray
+    palette: tuple[str, ...]
+    opacity: float
+
+    def rgba(self) -> np.ndarray:
+        """What the user sees of it: ``(H, W, 4)`` uint8, alpha times :attr:`opacity`."""
+        lut = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5, 7)] for c in self.palette],
+                       dtype=np.float32)
+        lut[:, 3] *= _unit(self.opacity)
+        return np.round(lut).astype(np.uint8)[self.indices]
+
+
+#: Levels of the uncertainty and probability views (their indices are 0..LEVELS - 1).
+LEVELS = 256
+
+
+def empty_overlay() -> Overlay:
+    """Nothing shown: one transparent pixel."""
+    return Overlay(np.zeros((1, 1), np.uint8), (TRANSPARENT,), 1.0)
+
+
+def segmentation_overlay(
     segmentation: np.ndarray, classes: Iterable[ClassInfo], opacity: float
-) -> np.ndarray:
-    """``(H, W, 4)`` uint8: each pixel in its class colour at ``opacity`` (0..1)."""
-    return colorize(segmentation, classes, alpha=int(round(255 * _unit(opacity))))
+) -> Overlay:
+    """Each pixel in its class colour at ``opacity`` (0..1); unlabelled pixels and ids of
+    no listed class stay transparent (:func:`segdash.io.render.class_indices`)."""
+    indices, palette = class_indices(segmentation, classes)
+    return Overlay(indices, palette, _unit(opacity))
 
 
-def uncertainty_rgba(uncertainty: np.ndarray, n_classes: int, opacity: float) -> np.ndarray:
-    """``(H, W, 4)`` uint8: :data:`UNCERTAINTY_COLOR`, more opaque where the model is unsure.
+def _ramp(color: str) -> tuple[str, ...]:
+    """``color`` from transparent (index 0) to opaque (index LEVELS - 1)."""
+    return tuple(f"{color.lower()}{round(255 * k / (LEVELS - 1)):02x}" for k in range(LEVELS))
+
+
+def _levels(values: np.ndarray) -> np.ndarray:
+    """0..1 values as ramp indices, uint8 (NaN shows nothing)."""
+    level = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float32)), 0.0, 1.0)
+    return (level * np.float32(LEVELS - 1) + np.float32(0.5)).astype(np.uint8)
+
+
+def uncertainty_overlay(uncertainty: np.ndarray, n_classes: int, opacity: float) -> Overlay:
+    """:data:`UNCERTAINTY_COLOR`, more opaque where the model is unsure (256 levels).
 
     ``uncertainty`` is ``1 - max probability``, at most ``1 - 1/K`` for K classes; it is
     scaled to 0..1 by that maximum so that "as unsure as it can be" is fully coloured.
     """
     top = 1.0 - 1.0 / max(int(n_classes), 2)
-    level = np.clip(np.asarray(uncertainty, dtype=np.float32) / top, 0.0, 1.0)
-    out = np.empty((*level.shape, 4), dtype=np.uint8)
-    out[:, :, :3] = hex_to_rgb(UNCERTAINTY_COLOR)
-    out[:, :, 3] = np.round(level * (255 * _unit(opacity))).astype(np.uint8)
-    return out
+    return Overlay(_levels(np.asarray(uncertainty, dtype=np.float32) / np.float32(top)),
+                   _ramp(UNCERTAINTY_COLOR), _unit(opacity))
 
 
-def probability_rgba(probability: np.ndarray, color: str, opacity: float) -> np.ndarray:
-    """``(H, W, 4)`` uint8: ``color`` (``"#rrggbb"``, the class's), as opaque as the class
-    is probable (``probability`` 0..1, ``(H, W)``) times ``opacity``."""
-    level = np.clip(np.nan_to_num(np.asarray(probability, dtype=np.float32)), 0.0, 1.0)
-    out = np.empty((*level.shape, 4), dtype=np.uint8)
-    out[:, :, :3] = hex_to_rgb(color)
-    out[:, :, 3] = np.round(level * (255 * _unit(opacity))).astype(np.uint8)
-    return out
+def probability_overlay(probability: np.ndarray, color: str, opacity: float) -> Overlay:
+    """``color`` (``"#rrggbb"``, the class's), as opaque as the class is probable
+    (``probability`` 0..1, ``(H, W)``; 256 levels) times ``opacity``."""
+    return Overlay(_levels(probability), _ramp(color), _unit(opacity))
 
 
 def legend_html(label: str, color: str, opacity: float) -> str:

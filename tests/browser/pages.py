@@ -30,11 +30,25 @@ FRAME_JS = """() => {
           y0: v.model.y_range.start, y1: v.model.y_range.end};
 }"""
 
-# Shared JS helpers: column of a data source (Map or object), the renderer views.
+# Shared JS helpers: column of a data source (Map or object), the renderer views, the
+# overlay's renderer view (the one Image glyph: palette indices through a colour mapper; the
+# image under it is an ImageRGBA) and what the user sees of it: its indices mapped by
+# BokehJS's own colour mapper, alpha times the glyph's global alpha, as packed RGBA (R in
+# the low byte) with the indices array itself (img) and its data source (ds).
 _JS_LIB = """
   const col = (ds, k) => ds.data instanceof Map ? ds.data.get(k) : ds.data[k];
   const views = (type) => [...Bokeh.index.query((v) => v.model.type === 'GlyphRenderer'
                                                  && v.model.glyph.type === type)];
+  const overlayView = () => views('Image').pop() || null;
+  const overlayPixels = (v) => {
+    const ds = v.model.data_source, img = col(ds, 'image')[0], glyph = v.model.glyph;
+    const rgba = glyph.color_mapper.rgba_mapper.v_compute(img);
+    const ga = glyph.global_alpha;  // a NumberSpec: {value: ...} (or a bare number)
+    const a = typeof ga === 'number' ? ga : ga.value;
+    if (a !== 1) { for (let i = 3; i < rgba.length; i += 4) rgba[i] = rgba[i] * a; }
+    return {ds: ds, img: img, alpha: a,
+            packed: new Uint32Array(rgba.buffer, rgba.byteOffset, rgba.length / 4)};
+  };
 """
 
 # The strokes the browser holds: class, colour, width (image px) and on-screen width.
@@ -51,19 +65,20 @@ STROKES_JS = """() => {""" + _JS_LIB + """
   return out;
 }"""
 
-# The overlay image (second ImageRGBA): shape, opaque pixel count and distinct colours.
+# The overlay as the user sees it: shape, opaque pixel count, distinct colours, the glyph's
+# alpha (the overlay's opacity), and the bytes a pixel its data takes (1: uint8 indices).
 OVERLAY_JS = """() => {""" + _JS_LIB + """
-  const imgs = views('ImageRGBA');
-  if (imgs.length < 2) return null;
-  const img = col(imgs[imgs.length - 1].model.data_source, 'image')[0];
-  const packed = new Uint32Array(img.buffer, img.byteOffset, img.length);
+  const v = overlayView();
+  if (v == null) return null;
+  const {img, packed, alpha} = overlayPixels(v);
   let opaque = 0; const colours = new Set();
   for (const p of packed) {
     if ((p >>> 24) !== 0) { opaque += 1; colours.add(p & 0xffffff); }
   }
   const hex = [...colours].slice(0, 20).map((c) => '#' + [c & 0xff, (c >> 8) & 0xff,
     (c >> 16) & 0xff].map((x) => x.toString(16).padStart(2, '0')).join(''));
-  return {shape: img.shape, opaque: opaque, colours: hex.sort()};
+  return {shape: img.shape, opaque: opaque, colours: hex.sort(), alpha: alpha,
+          bytes_per_pixel: img.BYTES_PER_ELEMENT};
 }"""
 
 # The image under the overlay (first ImageRGBA): shape, mean of R, G, B over opaque pixels,
@@ -85,17 +100,16 @@ BASE_JS = """() => {""" + _JS_LIB + """
 
 # Marks the overlay image now shown (a new one is another array object), returns its count.
 MARK_OVERLAY_JS = """() => {""" + _JS_LIB + """
-  const imgs = views('ImageRGBA');
-  window.__segdash_marked = imgs.length < 2 ? null
-    : col(imgs[imgs.length - 1].model.data_source, 'image')[0];
-  return imgs.length;
+  const v = overlayView();
+  window.__segdash_marked = v == null ? null : col(v.model.data_source, 'image')[0];
+  return v == null ? 0 : 1;
 }"""
 
 # True once the overlay shows another image than the one marked by MARK_OVERLAY_JS.
 NEW_OVERLAY_JS = """() => {""" + _JS_LIB + """
-  const imgs = views('ImageRGBA');
-  if (imgs.length < 2) return false;
-  const img = col(imgs[imgs.length - 1].model.data_source, 'image')[0];
+  const v = overlayView();
+  if (v == null) return false;
+  const img = col(v.model.data_source, 'image')[0];
   return img != null && img !== window.__segdash_marked;
 }"""
 

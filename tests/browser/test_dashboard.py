@@ -17,6 +17,7 @@ from segdash.ui.samples import DEFAULT_SAMPLE, load_sample
 
 from .pages import (
     BLUE,
+    NEW_OVERLAY_JS,
     ORANGE,
     OVERLAY_JS,
     STROKES_JS,
@@ -27,6 +28,7 @@ from .pages import (
     draw,
     error_text,
     frame,
+    mark_overlay,
     open_app,
     open_card,
     overlay,
@@ -60,6 +62,14 @@ def test_two_class_strokes_make_an_overlay_and_the_files_say_so(page, server, co
     assert shown["shape"] == [H, W]
     assert sorted(shown["colours"]) == sorted([ORANGE, BLUE])
     assert [(s["cls"], s["color"]) for s in strokes(page)] == [(1, ORANGE), (2, BLUE)]
+    # Sent compactly: a byte a pixel (class indices the browser colours), drawn at the
+    # overlay's opacity; another opacity changes the glyph's alpha and sends no pixels.
+    assert shown["bytes_per_pixel"] == 1 and shown["alpha"] == 0.5
+    mark_overlay(page)
+    page.locator(".segdash-opacity .noUi-handle").focus()
+    page.keyboard.press("End")
+    page.wait_for_function(f"(({OVERLAY_JS})() || {{}}).alpha === 1")
+    assert not page.evaluate(NEW_OVERLAY_JS) and overlay(page)["opaque"] == H * W
     # On the server: the label image and the model it serves for download.
     labels_path = download(page, "Label image", tmp_path)
     assert labels_path.name == "coins_labels.png"

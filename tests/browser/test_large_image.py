@@ -32,9 +32,10 @@ from .pages import (
 
 SIDE = 16384
 
-# Every ImageRGBA in the plot: its pixel shape and where it is drawn (data coordinates).
+# The image and the overlay in the plot: their pixel shape and where they are drawn (data
+# coordinates).
 IMAGES_JS = """() => {""" + _JS_LIB + """
-  return views('ImageRGBA').map((v) => {
+  return views('ImageRGBA').concat(views('Image')).map((v) => {
     const ds = v.model.data_source;
     const img = col(ds, 'image')[0];
     return {shape: img.shape, x: col(ds, 'x')[0], y: col(ds, 'y')[0],
@@ -44,11 +45,9 @@ IMAGES_JS = """() => {""" + _JS_LIB + """
 
 # The overlay's pixels as packed RGBA (little-endian: R in the low byte), with its place.
 OVERLAY_PIXELS_JS = """() => {""" + _JS_LIB + """
-  const imgs = views('ImageRGBA');
-  if (imgs.length < 2) return null;
-  const ds = imgs[imgs.length - 1].model.data_source;
-  const img = col(ds, 'image')[0];
-  const packed = new Uint32Array(img.buffer, img.byteOffset, img.length);
+  const v = overlayView();
+  if (v == null) return null;
+  const {ds, img, packed} = overlayPixels(v);
   return {shape: img.shape, x: col(ds, 'x')[0], y: col(ds, 'y')[0], dw: col(ds, 'dw')[0],
           dh: col(ds, 'dh')[0], pixels: Array.from(packed)};
 }"""
@@ -113,10 +112,9 @@ def overlay_agreement(page) -> tuple[float, int, dict]:
 
 # Share of the overlay's pixels that are coloured (counted in the browser).
 FILLED_JS = """() => {""" + _JS_LIB + """
-  const imgs = views('ImageRGBA');
-  if (imgs.length < 2) return 0;
-  const img = col(imgs[imgs.length - 1].model.data_source, 'image')[0];
-  const packed = new Uint32Array(img.buffer, img.byteOffset, img.length);
+  const v = overlayView();
+  if (v == null) return 0;
+  const {packed} = overlayPixels(v);
   let n = 0;
   for (const p of packed) { if ((p >>> 24) !== 0) n += 1; }
   return n / packed.length;

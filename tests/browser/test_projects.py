@@ -17,6 +17,7 @@ from segdash.project import Project
 
 from .conftest import start_server, stop_server
 from .pages import (
+    _JS_LIB,
     BLUE,
     ORANGE,
     STROKES_JS,
@@ -44,14 +45,11 @@ def scene(offset: int, seed: int) -> np.ndarray:
 
 # Fraction of the overlay's pixels showing the right class: orange on the left half,
 # blue on the right half.
-ACCURACY_JS = """([orange, blue]) => {
-  const col = (ds, k) => ds.data instanceof Map ? ds.data.get(k) : ds.data[k];
-  const imgs = [...Bokeh.index.query((v) => v.model.type === 'GlyphRenderer'
-                                     && v.model.glyph.type === 'ImageRGBA')];
-  if (imgs.length < 2) return null;
-  const img = col(imgs[imgs.length - 1].model.data_source, 'image')[0];
+ACCURACY_JS = """([orange, blue]) => {""" + _JS_LIB + """
+  const v = overlayView();
+  if (v == null) return null;
+  const {img, packed} = overlayPixels(v);
   const [h, w] = img.shape;
-  const packed = new Uint32Array(img.buffer, img.byteOffset, img.length);
   const hex = (p) => '#' + [p & 0xff, (p >> 8) & 0xff, (p >> 16) & 0xff]
     .map((x) => x.toString(16).padStart(2, '0')).join('');
   let right = 0;

@@ -37,8 +37,8 @@ class ResultsCard(Card):
         self.train_button.on_click(self._train_clicked)
         self.overlay_toggle = pn.widgets.Checkbox.from_param(self.param.show_overlay,
                                                               label="Show overlay")
-        self.opacity_slider = pn.widgets.FloatSlider.from_param(self.param.opacity,
-                                                                label="Overlay opacity")
+        self.opacity_slider = pn.widgets.FloatSlider.from_param(
+            self.param.opacity, label="Overlay opacity", css_classes=["segdash-opacity"])
         # the selected view is the highlighted button
         self.view_select = pn.widgets.RadioButtonGroup.from_param(
             self.param.view, label="Show", color="primary", variant="outline",
