@@ -279,7 +279,10 @@ class Canvas:
         base = hv.DynamicMap(partial(self._base_rgb, bounds=bounds), streams=[self._base_pipe])
         self.base = hv.RGB(self._base_pipe.data, bounds=bounds)  # until the plot renders
         self._pipe = hv.streams.Pipe(data=self._overlay_data())
-        self._shown_key = self._overlay_key()
+        # the first update after a new plot always sends its overlay: skipping it (the
+        # same picture) left the page failing with "reference ... isn't known" after
+        # switching project images (tests/browser/test_projects.py)
+        self._shown_key = None
         overlay = hv.DynamicMap(partial(_overlay_image, bounds=bounds), streams=[self._pipe])
         path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL, FILL_COL])
         stream = hv.streams.FreehandDraw(source=path, num_objects=0)
