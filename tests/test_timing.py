@@ -35,7 +35,10 @@ def test_training_and_the_overlay_log_their_parts_for_the_latency_benchmark(capl
     assert {"features", "fit", "predict", "publish"} <= set(train)
     assert train["features"] > 0 and train["fit"] > 0 and start <= train["end"] <= time.time()
     overlay = [d for d in lines if d["what"] == "overlay"][-1]
-    assert overlay["shape"] == "64x64x4" and overlay["end"] >= train["end"]
+    # the overlay goes as one palette index a pixel, not RGBA; it follows the results
+    # (sent while they are published, or after)
+    assert overlay["shape"] == "64x64" and overlay["dtype"] == "uint8"
+    assert overlay["end"] >= train["end"] - train["publish"] / 1000 - 0.002
     # the benchmark's split of one stroke: mouse-up just before, drawn just after
     stroke = {"what": "stroke", "end": train["end"] - 0.01}
     got = split(stroke["end"] - 0.02, overlay["end"] + 0.03, [stroke, train, overlay])
