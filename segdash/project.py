@@ -692,10 +692,16 @@ class Project:
         ImageError
             It no longer reads as an image.
         """
+        img = self._unchanged(image)
+        return self._read_file(self.path_of(img), frame)
+
+    def _unchanged(self, image: ProjectImage | int) -> ProjectImage:
+        """The entry, once its file is checked against its fingerprint (ProjectError when
+        it changed or is missing)."""
         img = self.image(image)
         if self.check(img):
             raise ProjectError(img.problem)
-        return self._read_file(self.path_of(img), frame)
+        return img
 
     def is_upload(self, path: str | Path) -> bool:
         """Whether ``path`` is in the project's uploads folder (a file someone uploaded:
@@ -755,9 +761,7 @@ class Project:
         ImageError
             It no longer reads as an image.
         """
-        img = self.image(image)
-        if self.check(img):
-            raise ProjectError(img.problem)
+        img = self._unchanged(image)
         found = self._pyramids.get(img.path)
         if found is None:
             path = self.path_of(img)
