@@ -37,11 +37,11 @@ import numpy as np
 from .classes import ClassInfo, default_class
 from .codes import Quantizer, channel_range
 from .contract import image_channels, prepare_image
-from .errors import ImageError, ProjectConflictError, ProjectError
+from .errors import ProjectConflictError, ProjectError
 from .io.naming import is_image_name
 from .io.pyramid import Pyramid, default_downsample, is_large, open_large, pyramid_of
 from .io.read import read_frame as _read_frame
-from .io.read import read_frame_untrusted, read_image, read_untrusted, sniff_format
+from .io.read import read_frame_untrusted, read_untrusted, sniff_format
 from .io.render import DisplaySettings
 from .io.sources import open_source
 from .model import (
@@ -625,24 +625,12 @@ class Project:
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).name).strip("._") or "image"
         if isinstance(data, Path):
             return self._add_upload_file(data, name, memory_bytes)
-        try:
-            read_image(data)
-        except ImageError as exc:
-            raise ImageError(str(exc).replace("upload:", f"{name}:", 1)) from exc
-        if not is_image_name(name):
-            name += {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif"}[sniff_format(data[:8])]
-        digest = hashlib.sha256(data).hexdigest()
-        folder = self.root / UPLOADS
-        target = folder / f"{digest[:12]}-{name}"
-        try:
-            folder.mkdir(exist_ok=True)
-            if not target.exists():
-                write_atomic(target, data)
-        except OSError as exc:
-            raise ProjectError(
-                f"cannot store the upload {name} in {folder}: {exc.strerror or exc}"
-            ) from exc
-        return self.add_image(target)
+        # Bytes take the same sandboxed path as a file received on disk: no native decoder
+        # runs in this process on them either.
+        with tempfile.TemporaryDirectory(prefix="segdash-upload-") as tmp:
+            received = Path(tmp) / "received"
+            received.write_bytes(data)
+            return self._add_upload_file(received, name, memory_bytes)
 
     def _add_upload_file(self, path: Path, name: str, memory_bytes: int | None
                          ) -> ProjectImage:

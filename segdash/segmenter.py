@@ -29,7 +29,7 @@ from .history import EditHistory
 from .importance import DEFAULT_KEEP, Importance, feature_importance, useful_settings
 from .io.naming import result_name
 from .io.pyramid import Pyramid, default_downsample, is_large, pyramid_of
-from .io.read import read_image, read_untrusted
+from .io.read import read_untrusted
 from .io.render import DisplaySettings, overlay_rgb, value_bounds
 from .io.write import encode, proba_bytes, write_labels, write_png
 from .model import (
@@ -287,21 +287,18 @@ class Segmenter(param.Parameterized):
     def open_file(self, data: bytes, filename: str) -> None:
         """Open an image from a file's bytes (an upload); errors name ``filename``.
 
+        The bytes are decoded as an upload received on disk is (:meth:`open_upload`): in a
+        sandboxed child, never in this process.
+
         Raises
         ------
         ImageError
-            Not a readable PNG, JPEG or TIFF image.
+            Not a readable PNG, JPEG or TIFF image, or too large for the limits.
         """
-        if self.project is not None and self.project.file is not None:
-            entry = self.project.add_upload(data, filename)
-            self.project_changes += 1
-            self.select(self.project.images.index(entry))
-            return
-        try:
-            image = read_image(data)
-        except ImageError as exc:
-            raise ImageError(str(exc).replace("upload:", f"{filename}:", 1)) from exc
-        self._open_decoded(image, filename)
+        with tempfile.TemporaryDirectory(prefix="segdash-upload-") as tmp:
+            received = Path(tmp) / "received"
+            received.write_bytes(data)
+            self.open_upload(received, filename, tmp)
 
     def _open_decoded(self, image: np.ndarray, name: str) -> None:
         """Open a decoded upload: whole, or tile by tile at a working resolution when it

@@ -138,3 +138,33 @@ def test_a_large_upload_in_a_project_is_worked_on_tile_by_tile_from_the_sandboxs
     seg.select(0)
     assert forbidden == [], f"uploads decoded in the server process: {forbidden}"
     assert isolated
+
+
+def test_image_bytes_given_to_the_python_api_are_decoded_only_in_the_sandbox(
+        tmp_path, monkeypatch):
+    """``Segmenter.open_file(bytes)`` and ``Project.add_upload(bytes)`` take the sandboxed
+    path of a file received on disk: no decoder runs on the bytes in this process."""
+    in_process: list[object] = []
+    isolated: list[object] = []
+    as_bytes = read_module._as_bytes
+    monkeypatch.setattr(read_module, "_as_bytes", lambda source, *a, **k: (
+        in_process.append(type(source)), as_bytes(source, *a, **k))[1])
+    run = read_module.run_isolated
+    monkeypatch.setattr(read_module, "run_isolated", lambda func, payload, *a, **k: (
+        isolated.append(func), run(func, payload, *a, **k))[1])
+    img = _scene(0, 3)
+    buf = tmp_path / "scan.png"
+    Image.fromarray(img).save(buf)
+    data = buf.read_bytes()
+
+    seg = Segmenter()
+    seg.open_file(data, "scan.png")
+    assert np.array_equal(seg.image, img) and seg.image_name == "scan.png"
+    (tmp_path / "p").mkdir()
+    project = Project.open(tmp_path / "p" / "segdash-project.json", [])
+    entry = project.add_upload(data, "scan.png")
+    assert np.array_equal(project.read(entry), img)
+    assert in_process == [] and len(isolated) >= 3
+    with pytest.raises(ImageError, match="notes.txt"):
+        seg.open_file(b"hello, not an image", "notes.txt")
+    assert np.array_equal(seg.image, img)  # the open image is kept
