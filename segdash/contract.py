@@ -14,7 +14,7 @@ extractors receive.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -247,7 +247,7 @@ class Classifier(param.Parameterized):
     unfitted scikit-learn-compatible estimator (``fit``, ``predict_proba``, ``classes_``).
 
     Optional hooks, with their defaults: :attr:`trusted_types`, :attr:`fit_threads`,
-    :attr:`smoothing` (usually a parameter, so users can set it).
+    :attr:`smoothing` (usually a parameter, so users can set it), :meth:`feature_repeats`.
     """
 
     #: Type names (``"module.Class"``) skops must trust to load a fitted estimator.
@@ -262,6 +262,16 @@ class Classifier(param.Parameterized):
         """A fresh, unfitted scikit-learn-compatible estimator with these settings."""
         raise NotImplementedError
 
+    def feature_repeats(self, scales: Sequence[float | None]) -> Sequence[int] | None:
+        """How many times each feature is given to the estimator's fit, or None (once).
+
+        A tree ensemble that draws the features each split may try at random tries a
+        feature given twice twice as often; segdash then maps the fitted trees back to the
+        F features (scikit-learn trees and forests only). ``scales`` is each feature's
+        sigma in pixels (None: no scale), in feature order. Default: None.
+        """
+        return None
+
 
 #: Optional hooks and the contract class declaring their defaults.
 HOOKS: dict[str, type] = {
@@ -274,6 +284,7 @@ HOOKS: dict[str, type] = {
     "trusted_types": Classifier,
     "fit_threads": Classifier,
     "smoothing": Classifier,
+    "feature_repeats": Classifier,
 }
 
 

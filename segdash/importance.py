@@ -88,22 +88,15 @@ class Importance:
 
 
 def feature_cells(stack: FeatureStack, n_channels: int) -> list[Cell]:
-    """The cell of each of the stack's features, in feature order.
+    """The cell of each of the stack's features, in feature order
+    (:meth:`segdash.stack.FeatureStack.feature_groups`).
 
     Raises
     ------
     ValueError
         An extractor's ``feature_groups`` does not give one group per feature.
     """
-    cells: list[Cell] = []
-    for name, ext in stack.extractors:
-        groups = hook(ext, "feature_groups")(n_channels)
-        if len(groups) != len(ext.feature_names(n_channels)):
-            raise ValueError(f"feature extractor {name!r}: feature_groups gives "
-                             f"{len(groups)} groups for {len(ext.feature_names(n_channels))} "
-                             "features")
-        cells += [(name, str(fam), None if s is None else float(s)) for fam, s in groups]
-    return cells
+    return stack.feature_groups(n_channels)
 
 
 def _true_class_score(proba: np.ndarray, y_index: np.ndarray, k: int) -> float:

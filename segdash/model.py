@@ -101,6 +101,45 @@ def training_pixels(
     return subsample_rows(*painted_rows(codes, labels), max_per_class, seed)
 
 
+def fold_repeated_features(estimator: Any, columns: np.ndarray, n_features: int) -> None:
+    """Make a tree or forest fitted on ``X[:, columns]`` one that reads the ``n_features``
+    columns of ``X`` (in place): each split's feature becomes ``columns[feature]``.
+
+    Parameters
+    ----------
+    estimator : scikit-learn tree or forest
+        Fitted on the repeated columns (an object with ``tree_``, or ``estimators_`` of
+        such: random forests, extremely randomised trees).
+    columns : numpy.ndarray
+        ``(F',)`` intp: the feature of ``X`` behind each column the estimator saw.
+    n_features : int
+        F, the features of ``X``.
+
+    Raises
+    ------
+    TypeError
+        Not a scikit-learn tree or forest: repeated features cannot be mapped back.
+    """
+    from sklearn.tree._tree import Tree
+
+    trees = [estimator] if hasattr(estimator, "tree_") else getattr(estimator, "estimators_",
+                                                                   None)
+    if not trees or not all(isinstance(getattr(t, "tree_", None), Tree) for t in trees):
+        raise TypeError(f"feature_repeats needs a scikit-learn tree or forest, not "
+                        f"{type(estimator).__name__}")
+    for t in trees:
+        old = t.tree_
+        state = old.__getstate__()
+        nodes = state["nodes"].copy()
+        split = nodes["feature"] >= 0  # leaves hold -2
+        nodes["feature"][split] = columns[nodes["feature"][split]]
+        tree = Tree(n_features, np.asarray(old.n_classes, np.intp), old.n_outputs)
+        tree.__setstate__({**state, "nodes": nodes})
+        t.tree_ = tree
+        t.n_features_in_ = n_features
+    estimator.n_features_in_ = n_features
+
+
 def check_classes(y: np.ndarray) -> None:
     """Raise ValueError unless the class ids ``y`` hold at least two classes."""
     present = np.unique(y)
@@ -335,6 +374,18 @@ class SegmentationModel:
         settings = entry(**params)
         X, y = subsample_rows(X, y)
         estimator = settings.build()
+        n_features = X.shape[1]
+        repeats = hook(settings, "feature_repeats")(
+            [s for _, _, s in stack.feature_groups(n_channels)])
+        columns = None
+        if repeats is not None:
+            counts = np.asarray(repeats, np.intp)
+            if counts.shape != (n_features,) or np.any(counts < 0) or not counts.any():
+                raise ValueError(f"classifier {classifier!r}: feature_repeats gives "
+                                 f"{counts.size} counts for {n_features} features (each "
+                                 "0 or more, not all 0)")
+            columns = np.repeat(np.arange(n_features), counts)
+            X = X[:, columns]
         threads = hook(settings, "fit_threads")
         if threads:
             from threadpoolctl import threadpool_limits
@@ -343,6 +394,8 @@ class SegmentationModel:
                 estimator.fit(X.astype(np.float32), y)
         else:
             estimator.fit(X.astype(np.float32), y)
+        if columns is not None:
+            fold_repeated_features(estimator, columns, n_features)
         given = {c.id: c for c in classes or ()}
         ids = [int(i) for i in estimator.classes_]
         infos = [given.get(i) or default_class(i) for i in ids]

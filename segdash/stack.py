@@ -109,6 +109,26 @@ class FeatureStack:
             f"{n}: {f}" for n, e in self.extractors for f in e.feature_names(n_channels)
         ]
 
+    def feature_groups(self, n_channels: int) -> list[tuple[str, str, float | None]]:
+        """``(extractor, family, sigma)`` of every feature, in feature order (each
+        extractor's ``feature_groups`` hook, :mod:`segdash.contract`); sigma in pixels, or
+        None for a feature without a scale.
+
+        Raises
+        ------
+        ValueError
+            An extractor's ``feature_groups`` does not give one group per feature.
+        """
+        out: list[tuple[str, str, float | None]] = []
+        for name, ext in self.extractors:
+            groups = hook(ext, "feature_groups")(n_channels)
+            n = len(ext.feature_names(n_channels))
+            if len(groups) != n:
+                raise ValueError(f"feature extractor {name!r}: feature_groups gives "
+                                 f"{len(groups)} groups for {n} features")
+            out += [(name, str(fam), None if s is None else float(s)) for fam, s in groups]
+        return out
+
     @property
     def code_bytes(self) -> int:
         """Bytes per feature and pixel computing the codes takes at its peak (the largest
