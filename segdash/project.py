@@ -67,6 +67,9 @@ UPLOADS = "segdash-uploads"
 MAX_PROJECT_BYTES = 64_000_000
 #: Most images in a project.
 MAX_IMAGES = 10_000
+#: Bytes of decoded pixels a project (and its training's tiled images) keeps between uses
+#: of its tiled images; the least recently used are dropped and read again when needed.
+HELD_PIXELS_BYTES = 1_000_000_000
 #: Most stroke points in a project, all images and frames together.
 MAX_POINTS = 5_000_000
 #: Frames whose channel ranges are pooled for a stack's range (evenly spaced).
@@ -126,6 +129,15 @@ def fallback_file(root: str | Path) -> Path:
 def _is_read_only(exc: OSError) -> bool:
     return isinstance(exc, PermissionError) or exc.errno in (errno.EROFS, errno.EACCES,
                                                              errno.EPERM)
+
+
+def held_bytes(levels: Sequence[Any]) -> int:
+    """What keeping these pyramid levels costs in a :class:`~segdash.ondemand.ByteCache`
+    of :data:`HELD_PIXELS_BYTES`: the bytes of the levels held as arrays (a lazy file level
+    costs little, counted as 1 MB so that handles are bounded too), at most the whole limit
+    (the image used last is always kept, however large)."""
+    held = sum(lv.nbytes for lv in levels if isinstance(lv, np.ndarray))
+    return min(max(int(held), 1_000_000), HELD_PIXELS_BYTES)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -336,7 +348,10 @@ class Project:
         self.downsample: int | None = None
         self.revision = 0
         self.notice = ""
-        self._pyramids: dict[str, Pyramid] = {}
+        # Tiled images between uses, least recently used dropped (opened again when
+        # needed): a slide is a lazy handle, but a small image tiled at a coarse working
+        # resolution holds its pixels, and a project may hold thousands.
+        self._pyramids = ByteCache(HELD_PIXELS_BYTES)
         #: Memory (bytes) the sandboxed decoder of an upload may use (None: the default of
         #: :func:`segdash.io.read.read_untrusted`); a session sets its memory budget here.
         self.decode_memory_bytes: int | None = None
@@ -535,7 +550,7 @@ class Project:
             img.problem = f"{img.path}: cannot read the image ({exc.strerror or exc})"
             return img.problem
         if found != img.fingerprint:
-            self._pyramids.pop(img.path, None)
+            self._pyramids.drop(lambda key: key != img.path)
             img.problem = (
                 f"{img.path} changed on disk since it was added to the project (its content "
                 f"fingerprint differs): its {img.stroke_count} stroke(s) may no longer fit; "
@@ -579,7 +594,7 @@ class Project:
             sample = large.sample()
             shape = (*large.shape[:2], image_channels(sample))
             ranges = [channel_range(prepare_image(sample))]
-            self._pyramids[rel] = large
+            self._pyramids.put(rel, large, held_bytes(large.levels))
         else:
             picks = sorted({round(k * (frames - 1) / max(RANGE_FRAMES - 1, 1))
                             for k in range(min(frames, RANGE_FRAMES))})
@@ -757,7 +772,7 @@ class Project:
                 found = pyramid_of(self._read_upload(path, 0)[0], img.name)
             else:
                 found = open_large(path) or pyramid_of(read_frame(path), img.name)
-            self._pyramids[img.path] = found
+            self._pyramids.put(img.path, found, held_bytes(found.levels))
         return found
 
     def sample(self, image: ProjectImage | int) -> np.ndarray:
@@ -927,7 +942,9 @@ class PaintedRows:
     def __init__(self, cache_bytes: int = 1_000_000_000) -> None:
         self._rows: dict[tuple[str, int], tuple[tuple, np.ndarray, np.ndarray]] = {}
         self.cache = ByteCache(int(cache_bytes))
-        self._tiled: dict[tuple[str, str, int], TiledImage] = {}
+        # one per file content and working resolution, the least recently used dropped
+        # (made again from the project's pyramid: their codes stay in the cache)
+        self._tiled = ByteCache(HELD_PIXELS_BYTES)
 
     def tiled_image(self, project: Project, index: int) -> TiledImage:
         """The tiled image of project image ``index`` at the project's working resolution
@@ -938,7 +955,7 @@ class PaintedRows:
         found = self._tiled.get(key)
         if found is None:
             found = TiledImage(project.pyramid(img).at(d), self.cache, token=key)
-            self._tiled[key] = found
+            self._tiled.put(key, found, held_bytes([found.level]))
         return found
 
     def get(
@@ -974,9 +991,15 @@ class PaintedRows:
     def forget(self, keep: Callable[[str, int], bool]) -> None:
         """Drop the entries ``keep(path, frame)`` is False for."""
         self._rows = {k: v for k, v in self._rows.items() if keep(*k)}
-        gone = [k for k in self._tiled if not keep(k[0], 0)]
-        for k in gone:
-            del self._tiled[k]
+        gone: list[tuple] = []
+
+        def kept(key: tuple) -> bool:
+            if keep(key[0], 0):
+                return True
+            gone.append(key)
+            return False
+
+        self._tiled.drop(kept)
         self.cache.drop(lambda key: not (len(key) > 1 and key[1] in gone))
 
     @property

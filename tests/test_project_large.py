@@ -193,3 +193,36 @@ def test_segdash_train_and_apply_on_a_project_with_a_slide_give_full_size_labels
     # the session's labels (its tiles) are the batch engine's
     session = np.asarray(Image.open(io.BytesIO(seg.result_file("labels")[1])))
     np.testing.assert_array_equal(session, labels)
+
+
+def test_small_images_tiled_at_a_coarse_resolution_are_not_all_kept_in_memory(
+        tmp_path, monkeypatch):
+    """At a working resolution of 1/2 every image is tiled from its decoded pixels: the
+    project and its training keep them within HELD_PIXELS_BYTES (least recently used
+    dropped), and a dropped image is read again, with the same result, when used again."""
+    # each small image counts as 1 MB (held_bytes' floor): three are kept
+    monkeypatch.setattr(project_module, "HELD_PIXELS_BYTES", 3_000_000)
+    assert project_module.held_bytes([np.zeros(2_000_000, np.uint8)]) == 2_000_000
+    assert project_module.held_bytes([np.zeros(5_000_000, np.uint8)]) == 3_000_000
+    paths = []
+    for k in range(8):
+        paths.append(tmp_path / f"img{k}.png")
+        Image.fromarray(_scene(96, 128)).save(paths[-1])
+    project = Project.open(tmp_path / "p.json", paths)
+    project.downsample = 2
+    seg = _session(project)
+    for k in range(8):
+        seg.select(k)
+        seg.add_stroke([5, 50], [20, 20], 1, 5)
+        seg.add_stroke([80, 120], [60, 60], 2, 5)
+    assert seg.model is not None and "8 image(s)" in seg.status, seg.status
+    held = project._pyramids
+    assert len(held) == 3 and held.nbytes <= project_module.HELD_PIXELS_BYTES
+    rows = seg._rows  # the session's training rows across images
+    assert len(rows._tiled) <= 3
+    seg.select(0)  # dropped long ago: read again and segmented
+    assert seg.source is not None and seg._tiled.shape[:2] == (48, 64)
+    _, data = seg.result_file("labels")
+    labels = np.asarray(Image.open(io.BytesIO(data)))
+    assert labels.shape == (96, 128)
+    assert np.mean(labels[:, :50] == 1) > 0.9 and np.mean(labels[:, 80:] == 2) > 0.9
