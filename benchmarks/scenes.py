@@ -1,7 +1,9 @@
 """Benchmark images with a known answer, and scripted strokes painted on them.
 
 Every scene is built from arrays that ship with scikit-image or from seeded noise, so the
-benchmarks need no download and give the same images on every machine.
+benchmarks need no download and give the same images on every machine. ``drawing`` shifts
+every seed of a scene: another layout of its regions, noise and strokes, to check that a
+change is not tuned to one drawing (``benchmarks/accuracy.py --drawing``).
 """
 
 from __future__ import annotations
@@ -67,24 +69,24 @@ def scripted_strokes(truth: np.ndarray, per_class: int = 3, seed: int = 0,
     return strokes
 
 
-def two_textures(size: int = 512) -> Scene:
+def two_textures(size: int = 512, drawing: int = 0) -> Scene:
     """Grey: a fine-grained region in a coarse-grained one, same mean and contrast."""
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(1 + drawing)
     fine = rng.normal(0, 1, (size, size))
     coarse = ndi.gaussian_filter(rng.normal(0, 1, (size, size)), 3)
     coarse *= fine.std() / coarse.std()
-    truth = _regions(size, 2, seed=11)
+    truth = _regions(size, 2, seed=11 + drawing)
     img = np.where(truth == 2, fine, coarse) * 30 + 128
     return Scene("two textures (grey)", np.clip(img, 0, 255).astype(np.uint8), truth,
-                 scripted_strokes(truth, seed=1))
+                 scripted_strokes(truth, seed=1 + drawing))
 
 
-def texture_mosaic(size: int = 512) -> Scene:
+def texture_mosaic(size: int = 512, drawing: int = 0) -> Scene:
     """Grey: brick, grass and gravel photographs in three regions."""
     from skimage import data
 
     tex = [data.brick(), data.grass(), data.gravel()]
-    truth = _regions(size, 3, seed=12)
+    truth = _regions(size, 3, seed=12 + drawing)
     img = np.zeros((size, size), np.float64)
     for k, t in enumerate(tex):
         tile = np.tile(t, (size // t.shape[0] + 1, size // t.shape[1] + 1))[:size, :size]
@@ -92,22 +94,22 @@ def texture_mosaic(size: int = 512) -> Scene:
         tile = (tile - tile.mean()) / tile.std()
         img[truth == k + 1] = tile[truth == k + 1]
     return Scene("brick/grass/gravel (grey)", np.clip(img * 40 + 128, 0, 255).astype(np.uint8),
-                 truth, scripted_strokes(truth, seed=2))
+                 truth, scripted_strokes(truth, seed=2 + drawing))
 
 
-def noisy_shapes(size: int = 512) -> Scene:
+def noisy_shapes(size: int = 512, drawing: int = 0) -> Scene:
     """Grey: blobs slightly brighter than the background under heavy noise."""
-    rng = np.random.default_rng(3)
-    truth = _regions(size, 2, seed=13)
+    rng = np.random.default_rng(3 + drawing)
+    truth = _regions(size, 2, seed=13 + drawing)
     img = np.where(truth == 2, 0.55, 0.45) + rng.normal(0, 0.25, (size, size))
     img += np.linspace(-0.05, 0.05, size)[None, :]  # uneven illumination
     return Scene("noisy shapes (grey)", np.clip(img, 0, 1).astype(np.float32), truth,
-                 scripted_strokes(truth, seed=3))
+                 scripted_strokes(truth, seed=3 + drawing))
 
 
-def colour_cells(size: int = 512) -> Scene:
+def colour_cells(size: int = 512, drawing: int = 0) -> Scene:
     """RGB: reddish and greenish cells of similar brightness on a noisy grey background."""
-    rng = np.random.default_rng(4)
+    rng = np.random.default_rng(4 + drawing)
     yy, xx = np.mgrid[:size, :size]
     truth = np.ones((size, size), np.uint8)
     for _ in range(size // 8):
@@ -120,20 +122,20 @@ def colour_cells(size: int = 512) -> Scene:
     img += rng.normal(0, 0.12, img.shape)
     img *= np.linspace(0.85, 1.15, size)[:, None, None]
     return Scene("colour cells (RGB)", (np.clip(img, 0, 1) * 255).astype(np.uint8), truth,
-                 scripted_strokes(truth, per_class=4, seed=4, length=16))
+                 scripted_strokes(truth, per_class=4, seed=4 + drawing, length=16))
 
 
-def photo_mosaic(size: int = 512) -> Scene:
+def photo_mosaic(size: int = 512, drawing: int = 0) -> Scene:
     """RGB: regions cut from three photographs (astronaut, coffee, cat)."""
     from skimage import data
 
     photos = [data.astronaut(), data.coffee(), data.chelsea()]
-    truth = _regions(size, 3, seed=14)
+    truth = _regions(size, 3, seed=14 + drawing)
     img = np.zeros((size, size, 3), np.uint8)
     for k, p in enumerate(photos):
         tile = np.tile(p, (size // p.shape[0] + 1, size // p.shape[1] + 1, 1))[:size, :size]
         img[truth == k + 1] = tile[truth == k + 1]
-    return Scene("photo mosaic (RGB)", img, truth, scripted_strokes(truth, seed=5))
+    return Scene("photo mosaic (RGB)", img, truth, scripted_strokes(truth, seed=5 + drawing))
 
 
 def _centreline_strokes(paths: list[np.ndarray], label: int, count: int, width: float,
@@ -151,13 +153,13 @@ def _centreline_strokes(paths: list[np.ndarray], label: int, count: int, width: 
     return strokes
 
 
-def thin_fibres(size: int = 512) -> Scene:
+def thin_fibres(size: int = 512, drawing: int = 0) -> Scene:
     """Grey: thin, faint, curving bright fibres (2-3 px wide) on a noisy, uneven background.
 
     Not a texture: what tells the classes apart is a line's shape at a fine scale (ridge
     curvature), and the strokes trace a few fibres down their middle.
     """
-    rng = np.random.default_rng(6)
+    rng = np.random.default_rng(6 + drawing)
     s = size / 512
     fibre = np.zeros((size, size), bool)
     paths = []
@@ -184,18 +186,18 @@ def thin_fibres(size: int = 512) -> Scene:
     img += rng.normal(0, 0.08, (size, size))
     # background strokes kept 6 px away from any fibre, fibre strokes down the middle
     strokes = (scripted_strokes(np.where(ndi.binary_dilation(fibre, iterations=6), 2, 1),
-                                seed=6, classes=(1,))
-               + _centreline_strokes(paths, 2, 4, 1.5, seed=6))
+                                seed=6 + drawing, classes=(1,))
+               + _centreline_strokes(paths, 2, 4, 1.5, seed=6 + drawing))
     return Scene("thin fibres (grey)", np.clip(img, 0, 1).astype(np.float32), truth, strokes)
 
 
-def touching_blobs(size: int = 512) -> Scene:
+def touching_blobs(size: int = 512, drawing: int = 0) -> Scene:
     """Grey: small and large round blobs, many touching, same brightness, on noise.
 
     Not a texture: the classes differ only by blob size, and touching blobs merge into
     shapes of every size, so only features at the blobs' own scale tell them apart.
     """
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(7 + drawing)
     s = size / 512
     yy, xx = np.mgrid[:size, :size]
     truth = np.ones((size, size), np.uint8)
@@ -216,7 +218,7 @@ def touching_blobs(size: int = 512) -> Scene:
         truth[disc] = cls
         centres[cls].append((cy, cx, r))
     img = np.where(truth > 1, 0.6, 0.4) + rng.normal(0, 0.12, (size, size))
-    strokes = scripted_strokes(truth, seed=7, classes=(1,))
+    strokes = scripted_strokes(truth, seed=7 + drawing, classes=(1,))
     for cls, width in ((2, 2.0), (3, 3.0)):
         picks = rng.choice(len(centres[cls]), size=min(4, len(centres[cls])), replace=False)
         for k in picks:
@@ -228,7 +230,7 @@ def touching_blobs(size: int = 512) -> Scene:
                  truth, strokes)
 
 
-SCENES: list[Callable[[int], Scene]] = [
+SCENES: list[Callable[..., Scene]] = [
     two_textures, texture_mosaic, noisy_shapes, colour_cells, photo_mosaic, thin_fibres,
     touching_blobs,
 ]
