@@ -62,9 +62,9 @@ class RandomForest(Classifier):
         # Each split tries sqrt(F) features drawn at random and keeps the best; a smooth
         # coarse feature separates the painted pixels most cleanly, and then calls
         # everything within its scale of a thin fibre "fibre" too. Drawing fine scales more
-        # often: benchmarks/accuracy.py +1.1 points on average (thin fibres +4.7, touching
-        # blobs +2.1), +0.6 and +1.3 on the same scenes made with other seeds
-        # (docs/performance.md).
+        # often (as many tried per split): benchmarks/accuracy.py +0.9 points on average
+        # (thin fibres +3.0, touching blobs +2.0), +0.6 and +1.1 on two other drawings of
+        # the scenes (--drawing 100, 200; docs/performance.md).
         if not self.prefer_fine_scales:
             return None
         return [1 if s is None or s > 2 else (2 if s > 1 else 3) for s in scales]

@@ -101,6 +101,25 @@ def training_pixels(
     return subsample_rows(*painted_rows(codes, labels), max_per_class, seed)
 
 
+def keep_split_size(estimator: Any, n_features: int) -> None:
+    """Before fitting on repeated columns: make a scikit-learn tree or forest try as many
+    features at each split as it would on the ``n_features`` columns (``max_features``
+    given as a count), so that repeats change which features a split tries, not how many
+    (nor the fit's cost: 4 000 x 97 codes, 16 trees, 38-40 ms of CPU alone, 43-44 ms with
+    the built-in repeats, 57-59 ms letting the 182 repeated columns set the count).
+    ``max_features=None`` (every feature) and counts are left as they are."""
+    rule = getattr(estimator, "max_features", None)
+    if rule == "sqrt":
+        count = int(np.sqrt(n_features))
+    elif rule == "log2":
+        count = int(np.log2(n_features))
+    elif isinstance(rule, float):
+        count = int(rule * n_features)
+    else:
+        return
+    estimator.set_params(max_features=max(1, count))
+
+
 def fold_repeated_features(estimator: Any, columns: np.ndarray, n_features: int) -> None:
     """Make a tree or forest fitted on ``X[:, columns]`` one that reads the ``n_features``
     columns of ``X`` (in place): each split's feature becomes ``columns[feature]``.
@@ -386,6 +405,7 @@ class SegmentationModel:
                                  "0 or more, not all 0)")
             columns = np.repeat(np.arange(n_features), counts)
             X = X[:, columns]
+            keep_split_size(estimator, n_features)
         threads = hook(settings, "fit_threads")
         if threads:
             from threadpoolctl import threadpool_limits

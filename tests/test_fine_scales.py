@@ -89,3 +89,21 @@ def test_repeats_that_do_not_match_the_features_are_refused(two_texture, monkeyp
     monkeypatch.setattr(RandomForest, "feature_repeats", lambda self, scales: [1, 2])
     with pytest.raises(ValueError, match="feature_repeats gives 2 counts"):
         segdash.fit(img, labels, feature_params={"sigma_max": 4})
+
+
+@pytest.mark.parametrize("rule, count", [("sqrt", 7), ("log2", 5), (0.3, 14), (None, None),
+                                         (3, 3)])
+def test_repeated_columns_leave_each_split_trying_as_many_features_as_before(rule, count):
+    from segdash.model import keep_split_size
+
+    est = ExtraTreesClassifier(max_features=rule)
+    keep_split_size(est, 49)
+    assert est.max_features == count
+
+
+def test_the_sessions_forest_tries_sqrt_of_the_models_features_at_each_split(two_texture):
+    img, _, labels = two_texture
+    model = segdash.fit(img, labels, feature_params={"sigma_max": 4})
+    n = len(model.feature_names)
+    assert model.estimator.max_features == int(np.sqrt(n))
+    assert all(t.max_features_ == int(np.sqrt(n)) for t in model.estimator.estimators_)
