@@ -107,8 +107,14 @@ def keep_split_size(estimator: Any, n_features: int) -> None:
     given as a count), so that repeats change which features a split tries, not how many
     (nor the fit's cost: 4 000 x 97 codes, 16 trees, 38-40 ms of CPU alone, 43-44 ms with
     the built-in repeats, 57-59 ms letting the 182 repeated columns set the count).
-    ``max_features=None`` (every feature) and counts are left as they are."""
-    rule = getattr(estimator, "max_features", None)
+    ``max_features=None`` (every feature), counts and other estimators are left as they
+    are."""
+    from sklearn.ensemble._forest import BaseForest
+    from sklearn.tree import BaseDecisionTree
+
+    if not isinstance(estimator, BaseForest | BaseDecisionTree):
+        return
+    rule = estimator.max_features
     if rule == "sqrt":
         count = int(np.sqrt(n_features))
     elif rule == "log2":

@@ -27,7 +27,7 @@ import param
 from . import registry
 from .contract import hook, settings_of, validate_classifier, validate_feature_extractor
 from .errors import PluginLoadError
-from .model import fit, model_from_bytes
+from .model import fit, fold_repeated_features, keep_split_size, model_from_bytes
 
 __all__ = [
     "CheckFailed",
@@ -356,6 +356,32 @@ def check_classifier_contract(obj: Any) -> None:
     trusted = hook(entry, "trusted_types")
     if isinstance(trusted, str) or not all(isinstance(t, str) for t in trusted):
         raise _fail(cls.__name__, f"trusted_types must be a tuple of strings, got {trusted!r}")
+    _check_feature_repeats(cls.__name__, entry)
+
+
+def _check_feature_repeats(name: str, entry: Any) -> None:
+    """A ``feature_repeats`` hook gives one count >= 0 per feature (not all 0), and the
+    estimator fitted on the repeated columns can be read back on the features."""
+    scales = [0.5, 1.0, 2.0, 4.0, None]
+    repeats = hook(entry, "feature_repeats")(scales)
+    if repeats is None:
+        return
+    counts = np.asarray(repeats)
+    if (counts.shape != (len(scales),) or counts.dtype.kind not in "iu" or np.any(counts < 0)
+            or not counts.any()):
+        raise _fail(name, f"feature_repeats({scales}) must give {len(scales)} integer counts "
+                          f">= 0, not all 0; got {repeats!r}")
+    columns = np.repeat(np.arange(len(scales)), counts)
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (60, len(scales))).astype(np.float32)
+    y = np.where(X[:, 0] > 127, 1, 2)
+    est = entry.build()
+    keep_split_size(est, len(scales))
+    est.fit(X[:, columns], y)
+    try:
+        fold_repeated_features(est, columns, len(scales))
+    except TypeError as exc:
+        raise _fail(name, f"declares feature_repeats, but {exc}") from exc
 
 
 def check_classifier_fit_predict(obj: Any) -> None:

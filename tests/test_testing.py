@@ -264,3 +264,42 @@ def test_kit_catches_missing_trusted_types_even_when_another_entry_declares_them
     # itself must still declare what its estimator needs.
     with pytest.raises(CheckFailed, match=r"add \['sklearn.tree._tree.Tree'\]"):
         check_classifier_model_roundtrip(UndeclaredTypes)
+
+
+class FineForest(Forest):
+    """A correct entry with feature_repeats: a forest, whose trees can be read back."""
+
+    def feature_repeats(self, scales):
+        return [2 if s is not None and s <= 1 else 1 for s in scales]
+
+
+class RepeatedBoosting(Forest):
+    """feature_repeats on an estimator segdash cannot read back on the features."""
+
+    trusted_types = ()
+
+    def build(self):
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(max_iter=3)
+
+    def feature_repeats(self, scales):
+        return [2] * len(scales)
+
+
+class WrongRepeats(Forest):
+    def feature_repeats(self, scales):
+        return [1, 2]
+
+
+def test_kit_passes_a_forest_with_feature_repeats():
+    check_classifier(FineForest)
+
+
+@pytest.mark.parametrize("entry, message", [
+    (RepeatedBoosting, "declares feature_repeats, but feature_repeats needs a scikit-learn"),
+    (WrongRepeats, r"must give 5 integer counts"),
+])
+def test_kit_catches_feature_repeats_segdash_cannot_use(entry, message):
+    with pytest.raises(CheckFailed, match=message):
+        check_classifier(entry)
