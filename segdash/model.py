@@ -80,7 +80,9 @@ def subsample_index(
         keep.append(members)
     if not dropped:
         return None
-    return np.concatenate(keep)
+    # in the rows' own order whether or not a class was thinned (classes grouped, the
+    # forest's trees came out otherwise when a stroke crossed the cap)
+    return np.sort(np.concatenate(keep))
 
 
 def subsample_rows(

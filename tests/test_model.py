@@ -195,3 +195,15 @@ def test_training_on_codes_gives_the_model_of_training_on_all_painted_rows():
     a = SegmentationModel.train(codes, labels, stack, q, n_channels=3)
     b = SegmentationModel.train_rows(*painted_rows(codes, labels), stack, q, n_channels=3)
     _same_trees(a.estimator, b.estimator)
+
+
+def test_training_rows_keep_the_pixels_order_whether_or_not_a_class_is_capped():
+    from segdash.model import subsample_index, subsample_rows
+
+    y = np.array([2, 1, 2, 1, 1, 2, 1, 2, 2])
+    X = np.arange(9)[:, None]
+    assert subsample_index(y, 10) is None  # nothing dropped: every row, as given
+    idx = subsample_index(y, 3)
+    assert np.all(np.diff(idx) > 0) and np.bincount(y[idx]).tolist() == [0, 3, 3]
+    kept, ky = subsample_rows(X, y, 3)
+    assert np.array_equal(kept[:, 0], idx) and np.array_equal(ky, y[idx])
