@@ -62,8 +62,8 @@ class RandomForest(Classifier):
         # Each split tries sqrt(F) features drawn at random and keeps the best; a smooth
         # coarse feature separates the painted pixels most cleanly, and then calls
         # everything within its scale of a thin fibre "fibre" too. Drawing fine scales more
-        # often (as many tried per split): benchmarks/accuracy.py +0.9 points on average
-        # (thin fibres +3.0, touching blobs +2.0), +0.6 and +1.1 on two other drawings of
+        # often (as many tried per split): benchmarks/accuracy.py +0.8 points on average
+        # (thin fibres +1.8, touching blobs +2.3), +0.7 and +1.1 on two other drawings of
         # the scenes (--drawing 100, 200; docs/performance.md).
         if not self.prefer_fine_scales:
             return None
