@@ -374,7 +374,7 @@ def check_labels(image_shape: Sequence[int], labels: Any) -> np.ndarray:
         )
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers (0 = unlabelled), got {labels.dtype}")
-    if labels.size and labels.min() < 0:
+    if labels.size and labels.dtype.kind == "i" and labels.min() < 0:
         raise ValueError("labels must be >= 0 (0 = unlabelled, 1..K = classes)")
     if labels.dtype.kind == "u" and labels.dtype.itemsize <= 2:
         # bincount: a tenth of np.unique's time on a megapixel mask (every stroke)

@@ -119,6 +119,11 @@ class FeatureStack:
         ValueError
             An extractor's ``feature_groups`` does not give one group per feature.
         """
+        # asked on every fit (the classifier's feature_repeats): names cost ~2 ms a call
+        key = (self.key(), int(n_channels))
+        cached = getattr(self, "_groups", None)
+        if cached is not None and cached[0] == key:
+            return list(cached[1])
         out: list[tuple[str, str, float | None]] = []
         for name, ext in self.extractors:
             groups = hook(ext, "feature_groups")(n_channels)
@@ -127,7 +132,8 @@ class FeatureStack:
                 raise ValueError(f"feature extractor {name!r}: feature_groups gives "
                                  f"{len(groups)} groups for {n} features")
             out += [(name, str(fam), None if s is None else float(s)) for fam, s in groups]
-        return out
+        self._groups = (key, out)
+        return list(out)
 
     @property
     def code_bytes(self) -> int:
