@@ -23,7 +23,7 @@ from segdash.io import render as render_module
 from segdash.io.render import display_range, overlay_rgb, to_display_rgb
 from segdash.ui import SegdashApp
 from segdash.ui import canvas as canvas_module
-from segdash.ui.canvas import CLASS_COL, COLOR_COL, FILL_COL, WIDTH_COL, frame_size
+from segdash.ui.canvas import CLASS_COL, COLOR_COL, FILL_COL, IMAGE_COL, WIDTH_COL, frame_size
 from segdash.ui.cards import (
     IMAGE_ACCEPT,
     MAX_UPLOAD_BYTES,
@@ -526,12 +526,13 @@ def test_plot_hook_maps_stroke_colour_and_width_columns(rendered):
 
 def test_brush_follows_the_selected_class_and_width(rendered):
     tool = rendered.canvas._tool
+    image = tool.default_overrides[IMAGE_COL]  # the stamp of the image shown
     assert tool.default_overrides == {CLASS_COL: 1, COLOR_COL: "#e69f00", WIDTH_COL: 5.0,
-                                      FILL_COL: False}
+                                      FILL_COL: False, IMAGE_COL: image}
     rendered.cards.classes.buttons.objects[1].clicks += 1
     rendered.cards.strokes.width_slider.value = 12
     assert tool.default_overrides == {CLASS_COL: 2, COLOR_COL: "#56b4e9", WIDTH_COL: 12.0,
-                                      FILL_COL: False}
+                                      FILL_COL: False, IMAGE_COL: image}
     assert "active" in rendered.cards.classes.buttons.objects[1].css_classes
 
 

@@ -66,6 +66,10 @@ FRAME_MAX_HEIGHT = 640
 #: Data source columns of a stroke besides ``xs`` and ``ys``.
 CLASS_COL, COLOR_COL, WIDTH_COL = "stroke_class", "stroke_color", "stroke_width"
 FILL_COL = "stroke_fill"
+#: The stroke column naming the image it was drawn on: the canvas's count of images shown,
+#: stamped by the brush in the browser (strokes of a previous image are not applied).
+IMAGE_COL = "stroke_image"
+STROKE_COLS = (CLASS_COL, COLOR_COL, WIDTH_COL, FILL_COL, IMAGE_COL)
 #: How eraser strokes show on the image.
 ERASER_COLOR = "#ffffff"
 #: Opacity of a fill stroke's inside (its edge is drawn like any stroke).
@@ -235,6 +239,13 @@ class Canvas:
         # what the overlay shown was made from, but its opacity (see update_overlay)
         self._shown_key: tuple | None = None
         self._frame = (FRAME_MAX_WIDTH, FRAME_MAX_HEIGHT)
+        self._bounds: tuple[float, float, float, float] = (0, 0, 1, 1)  # the image's, in plot
+        self._width: CustomJSTransform | None = None  # stroke widths to screen pixels
+        # the image shown (its array, or a large image's source), the count of images shown
+        # (stamped on strokes: IMAGE_COL) and of plots built (their stroke streams)
+        self._image: Any = None
+        self._token = 0
+        self._plot_id = 0
 
     def refresh(self, names: set[str]) -> None:
         """Show what changed among the Segmenter's parameters ``names``."""
@@ -258,13 +269,28 @@ class Canvas:
     # -- building ---------------------------------------------------------------------
 
     def rebuild(self) -> None:
-        """A new plot for the Segmenter's current image (zoom resets: it is a new image)."""
-        image = self.segmenter.image
-        self.figure = self._source = self._tool = self._overlay_glyph = None
-        self._shown_key = None
+        """Show the Segmenter's current image (zoom resets: it is a new image).
+
+        An in-memory image following another one is shown in the plot already on the page
+        (:meth:`_show_in_figure`): the new picture, overlay, ranges and strokes are sent
+        to the existing Bokeh figure. A new plot is built only when there is none yet, or
+        when the new image or the one shown is a large image's viewport.
+        """
+        seg = self.segmenter
+        image = seg.image
+        self._image = image if image is not None else seg.source
+        self._token += 1  # strokes stamped before now belong to a previous image
+        self._shown_key = None  # the first overlay of a new image always sends
         self._drawn = []
+        if (image is not None and seg.source is None and self.figure is not None
+                and self._range is None and self._base_pipe is not None):
+            self._show_in_figure(image)
+            return
+        self.figure = self._source = self._tool = self._overlay_glyph = None
+        self._width = None
         self._range = None
-        if self.segmenter.source is not None:
+        self._plot_id += 1
+        if seg.source is not None:
             self._rebuild_viewport()
             return
         if image is None:
@@ -273,30 +299,52 @@ class Canvas:
             return
         h, w = image.shape[:2]
         self._step = display_step(image.shape)
-        bounds = (0, 0, w, h)
+        self._bounds = (0, 0, w, h)
         fw, fh = frame_size(image.shape)
+        self._frame = (fw, fh)
         self._base_pipe = hv.streams.Pipe(data=self._base_data())
-        base = hv.DynamicMap(partial(self._base_rgb, bounds=bounds), streams=[self._base_pipe])
-        self.base = hv.RGB(self._base_pipe.data, bounds=bounds)  # until the plot renders
+        base = hv.DynamicMap(self._base_rgb, streams=[self._base_pipe])
+        self.base = hv.RGB(self._base_pipe.data, bounds=self._bounds)  # until it renders
         self._pipe = hv.streams.Pipe(data=self._overlay_data())
-        # the first update after a new plot always sends its overlay: skipping it (the
-        # same picture) left the page failing with "reference ... isn't known" after
-        # switching project images (tests/browser/test_projects.py)
-        self._shown_key = None
-        overlay = hv.DynamicMap(partial(_overlay_image, bounds=bounds), streams=[self._pipe])
-        path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL, FILL_COL])
+        overlay = hv.DynamicMap(self._overlay_image, streams=[self._pipe])
+        path = hv.Path([], vdims=list(STROKE_COLS))
         stream = hv.streams.FreehandDraw(source=path, num_objects=0)
-        stream.add_subscriber(partial(self._on_stream, image))
+        stream.add_subscriber(partial(self._on_stream, self._plot_id))
         plot = (base * overlay * path).opts(
             hv.opts.RGB(
                 responsive=True, xaxis=None, yaxis=None, xlim=(0, w), ylim=(0, h),
                 default_tools=["pan", "wheel_zoom", "box_zoom", "reset"],
                 active_tools=["freehand_draw", "wheel_zoom"], toolbar="above",
             ),
-            hv.opts.Path(hooks=[partial(self._hook, fw)]),
+            hv.opts.Path(hooks=[self._hook]),
             hv.opts.Image(hooks=[self._overlay_hook]),
         )
         self.pane.object = plot
+
+    def _show_in_figure(self, image: np.ndarray) -> None:
+        """Show a new in-memory ``image`` in the figure already on the page.
+
+        Rendering a new HoloViews plot into a Bokeh figure takes ~180 ms of the event loop
+        on a quiet machine and 0.5-1.9 s with 10 sessions (all Python model building); the
+        same figure takes the new picture and overlay through its Pipes, and its ranges,
+        strokes and brush (with the new image's stroke stamp) directly.
+        """
+        h, w = image.shape[:2]
+        self._step = display_step(image.shape)
+        self._bounds = (0, 0, w, h)
+        fw, fh = frame_size(image.shape)
+        self._frame = (fw, fh)
+        self._base_pipe.send(self._base_data())
+        self.update_overlay()  # _shown_key is None: it sends, over the new bounds
+        fig = self.figure
+        # the whole new image in view; the reset tool returns to it (square pixels: the
+        # browser's _SQUARE_JS widens one range to the frame's shape, as for a new plot)
+        fig.x_range.update(start=0, end=w, reset_start=0, reset_end=w)
+        fig.y_range.update(start=0, end=h, reset_start=0, reset_end=h)
+        if self._width is not None:
+            self._width.args = {**self._width.args, "frame_width": fw}
+        self.set_brush()
+        self.sync_strokes(force=True)
 
     def _overlay_hook(self, plot: Any, element: Any) -> None:
         self._overlay_glyph = plot.handles.get("glyph")
@@ -308,9 +356,12 @@ class Canvas:
         # the whole image's range: the downsampled copy looks like the image's files
         return self.display.rgb(downsample(seg.image, self._step))
 
-    def _base_rgb(self, data: np.ndarray, bounds: tuple[int, int, int, int]) -> hv.RGB:
-        self.base = hv.RGB(data, bounds=bounds)
+    def _base_rgb(self, data: np.ndarray) -> hv.RGB:
+        self.base = hv.RGB(data, bounds=self._bounds)
         return self.base
+
+    def _overlay_image(self, data: Overlay) -> hv.Image:
+        return _overlay_image(data, self._bounds)
 
     def update_base(self) -> None:
         """Show the image again as the Segmenter's display settings say (same plot)."""
@@ -342,16 +393,16 @@ class Canvas:
         self._pipe = hv.streams.Pipe(data=None)
         overlay = hv.DynamicMap(self._overlay_element, streams=[self._pipe])
         self._range.add_subscriber(self._on_range)
-        path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL, FILL_COL])
+        path = hv.Path([], vdims=list(STROKE_COLS))
         stream = hv.streams.FreehandDraw(source=path, num_objects=0)
-        stream.add_subscriber(partial(self._on_stream, source))
+        stream.add_subscriber(partial(self._on_stream, self._plot_id))
         plot = (base * overlay * path).opts(
             hv.opts.RGB(
                 responsive=True, xaxis=None, yaxis=None, xlim=(0, w), ylim=(0, h),
                 default_tools=["pan", "wheel_zoom", "box_zoom", "reset"],
                 active_tools=["freehand_draw", "wheel_zoom"], toolbar="above",
             ),
-            hv.opts.Path(hooks=[partial(self._hook, fw)]),
+            hv.opts.Path(hooks=[self._hook]),
         )
         self.pane.object = plot
         seg.set_view(0, h, 0, w)
@@ -411,13 +462,17 @@ class Canvas:
         if self._pipe is not None:
             self._pipe.send(None)
 
-    def _hook(self, frame_width: int, plot: Any, element: Any) -> None:
+    def _hook(self, plot: Any, element: Any) -> None:
         fig = plot.state
         source = plot.handles["cds"]
         renderer = plot.handles["glyph_renderer"]
         tool = next((t for t in fig.tools if isinstance(t, FreehandDrawTool)), None)
-        width = field(WIDTH_COL, CustomJSTransform(
-            args={"xr": fig.x_range, "fig": fig, "frame_width": frame_width}, v_func=_WIDTH_JS))
+        # frame_width: the frame's width until the browser has laid it out (a new image in
+        # the same figure sets it again, _show_in_figure)
+        self._width = CustomJSTransform(
+            args={"xr": fig.x_range, "fig": fig, "frame_width": self._frame[0]},
+            v_func=_WIDTH_JS)
+        width = field(WIDTH_COL, self._width)
         for glyph in (renderer.glyph, renderer.selection_glyph, renderer.nonselection_glyph,
                       renderer.muted_glyph, renderer.hover_glyph):
             if glyph is not None and hasattr(glyph, "line_color"):
@@ -454,7 +509,7 @@ class Canvas:
         brush = self._brush()
         self._tool.default_overrides = {
             CLASS_COL: int(brush.class_id), COLOR_COL: brush.color, WIDTH_COL: float(brush.width),
-            FILL_COL: bool(brush.fill)}
+            FILL_COL: bool(brush.fill), IMAGE_COL: self._token}
 
     def _rows(self) -> list[_Row]:
         shape = self.segmenter.image_shape
@@ -483,6 +538,7 @@ class Canvas:
             COLOR_COL: [r[3] for r in rows],
             WIDTH_COL: [r[4] for r in rows],
             FILL_COL: [r[5] for r in rows],
+            IMAGE_COL: [self._token] * len(rows),
         }
         self._source.data = data
         if any(isinstance(v, np.ndarray) for v in self._source.data.values()):
@@ -490,13 +546,20 @@ class Canvas:
             # array matches []: the browser then fails with "invalid color array".
             self._source.data.update(data)
 
-    def _on_stream(self, image: Any, data: dict | None = None, **_: Any) -> None:
+    def _on_stream(self, plot_id: int, data: dict | None = None, **_: Any) -> None:
         seg = self.segmenter
-        shown = seg.image if seg.image is not None else seg.source
-        if image is not shown or data is None:
-            return  # a late event from the plot of a previous image
+        current = seg.image if seg.image is not None else seg.source
+        if plot_id != self._plot_id or current is not self._image or data is None:
+            # a late event from a replaced plot, or the Segmenter has opened another image
+            # that this canvas is about to show (rebuild): the strokes were drawn on another
+            return
+        data, stale = _this_image(data, self._token)
         try:
             self.on_draw(data)
+            if stale:
+                # strokes started on the previous image in the same figure (the browser
+                # sent them before it had the new image): dropped, and dropped there too
+                self.sync_strokes(force=True)
         except (ValueError, TypeError) as exc:
             log.warning("stroke refused: %s", exc)
             self._on_error(f"stroke refused: {exc}")
@@ -631,6 +694,19 @@ def _same(a: Any, b: Any) -> bool:
         return bool(a == b)
     except (TypeError, ValueError):
         return False
+
+
+def _this_image(data: dict, token: int) -> tuple[dict, bool]:
+    """The browser's stroke ``data`` without the strokes stamped with another image than
+    ``token`` (unstamped strokes are kept), and whether there were any."""
+    stamps = list(data.get(IMAGE_COL) or [])
+    keep = [i for i in range(len(data.get("xs") or []))
+            if i >= len(stamps) or _missing(stamps[i]) or int(stamps[i]) == token]
+    if len(keep) == len(data.get("xs") or []):
+        return data, False
+    return {k: [v[i] for i in keep if i < len(v)]
+            if isinstance(v, list | tuple | np.ndarray) else v
+            for k, v in data.items()}, True
 
 
 def _browser_rows(data: dict, brush: Callable[[], Brush]) -> list[_Row]:
