@@ -334,17 +334,20 @@ class Canvas:
         self._bounds = (0, 0, w, h)
         fw, fh = frame_size(image.shape)
         self._frame = (fw, fh)
-        self._base_pipe.send(self._base_data())
-        self.update_overlay()  # _shown_key is None: it sends, over the new bounds
         fig = self.figure
-        # the whole new image in view; the reset tool returns to it (square pixels: the
-        # browser's _SQUARE_JS widens one range to the frame's shape, as for a new plot)
-        fig.x_range.update(start=0, end=w, reset_start=0, reset_end=w)
-        fig.y_range.update(start=0, end=h, reset_start=0, reset_end=h)
-        if self._width is not None:
-            self._width.args = {**self._width.args, "frame_width": fw}
-        self.set_brush()
-        self.sync_strokes(force=True)
+        # One websocket message for all of it: the browser's _SQUARE_JS (run after the
+        # changes of one message are applied) then widens the new ranges as for a new
+        # plot; in separate messages it widened after x alone and kept that margin.
+        with pn.io.hold():
+            self._base_pipe.send(self._base_data())
+            self.update_overlay()  # _shown_key is None: it sends, over the new bounds
+            # the whole new image in view, and the reset tool returns to it
+            fig.x_range.update(start=0, end=w, reset_start=0, reset_end=w)
+            fig.y_range.update(start=0, end=h, reset_start=0, reset_end=h)
+            if self._width is not None:
+                self._width.args = {**self._width.args, "frame_width": fw}
+            self.set_brush()
+            self.sync_strokes(force=True)
 
     def _overlay_hook(self, plot: Any, element: Any) -> None:
         self._overlay_glyph = plot.handles.get("glyph")
@@ -553,13 +556,13 @@ class Canvas:
             # a late event from a replaced plot, or the Segmenter has opened another image
             # that this canvas is about to show (rebuild): the strokes were drawn on another
             return
-        data, stale = _this_image(data, self._token)
+        if _stamped_otherwise(data, self._token):
+            # the browser's strokes of the previous image in this figure (a stroke drawn
+            # before the new image reached it): not this image's, and replaced there too
+            self.sync_strokes(force=True)
+            return
         try:
             self.on_draw(data)
-            if stale:
-                # strokes started on the previous image in the same figure (the browser
-                # sent them before it had the new image): dropped, and dropped there too
-                self.sync_strokes(force=True)
         except (ValueError, TypeError) as exc:
             log.warning("stroke refused: %s", exc)
             self._on_error(f"stroke refused: {exc}")
@@ -696,17 +699,11 @@ def _same(a: Any, b: Any) -> bool:
         return False
 
 
-def _this_image(data: dict, token: int) -> tuple[dict, bool]:
-    """The browser's stroke ``data`` without the strokes stamped with another image than
-    ``token`` (unstamped strokes are kept), and whether there were any."""
-    stamps = list(data.get(IMAGE_COL) or [])
-    keep = [i for i in range(len(data.get("xs") or []))
-            if i >= len(stamps) or _missing(stamps[i]) or int(stamps[i]) == token]
-    if len(keep) == len(data.get("xs") or []):
-        return data, False
-    return {k: [v[i] for i in keep if i < len(v)]
-            if isinstance(v, list | tuple | np.ndarray) else v
-            for k, v in data.items()}, True
+def _stamped_otherwise(data: dict, token: int) -> bool:
+    """Whether the browser's stroke ``data`` holds a stroke stamped with another image than
+    ``token`` (:data:`IMAGE_COL`; unstamped strokes count as this image's)."""
+    stamps = data.get(IMAGE_COL)
+    return stamps is not None and any(not _missing(s) and int(s) != token for s in stamps)
 
 
 def _browser_rows(data: dict, brush: Callable[[], Brush]) -> list[_Row]:
