@@ -567,6 +567,36 @@ def test_zoom_survives_overlay_updates(rendered):
     assert app.canvas.figure is figure  # the same figure, updated in place
 
 
+def test_a_new_image_of_another_size_is_shown_in_the_same_figure(rendered):
+    app = rendered
+    canvas, figure = app.canvas, app.canvas.figure
+    on_event_loop(lambda: (paint_two_classes(app), app.wait_idle(60)))
+    figure.x_range.start, figure.x_range.end = 10, 60  # zoomed in on the first image
+    stamp = canvas._tool.default_overrides[IMAGE_COL]
+    old = dict(canvas._source.data)  # what a browser still showing it would send
+    on_event_loop(lambda: app.segmenter.set_image(np.zeros((200, 90), np.uint8), "t.png"))
+    assert canvas.figure is figure
+    # the picture and the overlay span the new image, the zoom is reset to it
+    base = [r for r in figure.renderers if type(r.glyph).__name__ == "ImageRGBA"][0]
+    assert (base.data_source.data["dw"], base.data_source.data["dh"]) == ([90], [200])
+    assert canvas.base.data.shape[:2] == (200, 90)
+    glyph = canvas._overlay_glyph
+    assert [r for r in figure.renderers if r.glyph is glyph][0].data_source.data["dh"] == [200]
+    assert (figure.x_range.start, figure.x_range.end) == (0, 90)
+    assert (figure.y_range.reset_start, figure.y_range.reset_end) == (0, 200)
+    assert canvas._source.data["xs"] == [] and app.segmenter.strokes == []
+    # new strokes are stamped with the new image; the first image's are not taken (what
+    # the stream hands the canvas when the browser sends them)
+    assert canvas._tool.default_overrides[IMAGE_COL] != stamp
+    canvas._on_stream(canvas._plot_id, data=old)
+    assert app.segmenter.strokes == [] and canvas._source.data["xs"] == []
+    data = browser_data(app, [([5, 80], [100, 100], 1, 3.0)])
+    data[IMAGE_COL] = [canvas._tool.default_overrides[IMAGE_COL]]
+    canvas._on_stream(canvas._plot_id, data=data)
+    (stroke,) = app.segmenter.strokes  # in the new image's pixels
+    assert stroke.xs == (5, 80) and stroke.ys == pytest.approx((100, 100))
+
+
 def test_large_images_are_downsampled_for_display_only():
     image = (np.random.default_rng(0).random((120, 3300)) * 255).astype(np.uint8)
     view = SegdashApp(image=image)
