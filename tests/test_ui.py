@@ -574,11 +574,17 @@ def test_a_new_image_of_another_size_is_shown_in_the_same_figure(rendered):
     figure.x_range.start, figure.x_range.end = 10, 60  # zoomed in on the first image
     stamp = canvas._tool.default_overrides[IMAGE_COL]
     old = dict(canvas._source.data)  # what a browser still showing it would send
-    on_event_loop(lambda: app.segmenter.set_image(np.zeros((200, 90), np.uint8), "t.png"))
+    tall = np.zeros((200, 90), np.uint8)
+    tall[0, 0] = 255  # the top-left pixel white, the rest black
+    on_event_loop(lambda: app.segmenter.set_image(tall, "t.png"))
     assert canvas.figure is figure
     # the picture and the overlay span the new image, the zoom is reset to it
     base = [r for r in figure.renderers if type(r.glyph).__name__ == "ImageRGBA"][0]
     assert (base.data_source.data["dw"], base.data_source.data["dh"]) == ([90], [200])
+    packed = base.data_source.data["image"][0]  # RGBA as uint32, bottom row first
+    assert packed.shape == (200, 90) and packed.dtype == np.uint32
+    assert (packed[199, 0], packed[0, 0], packed[199, 1]) == (0xFFFFFFFF, 0xFF000000,
+                                                               0xFF000000)
     assert canvas.base.data.shape[:2] == (200, 90)
     glyph = canvas._overlay_glyph
     assert [r for r in figure.renderers if r.glyph is glyph][0].data_source.data["dh"] == [200]

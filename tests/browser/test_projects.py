@@ -211,6 +211,7 @@ def test_an_image_of_another_size_is_shown_in_the_same_figure_with_its_own_strok
         paint_both(page, TALL)
         wait_status(page, r"of 2 image\(s\)")
         assert wait_accuracy(page, 0.9) > 0.9
+        assert plot(page)["base"]["dh"] == 200  # overlay updates leave the picture as it is
         entry(page, "b_tall.png: 90x200, 2 stroke(s)").wait_for()
         entry(page, "a_wide.png: 160x120, 2 stroke(s)").wait_for()
         painted = Project.load(tmp_path / "segdash-project.json").strokes(1)
