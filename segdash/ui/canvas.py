@@ -341,9 +341,12 @@ class Canvas:
         # One websocket message for all of it: the browser's _SQUARE_JS (run after the
         # changes of one message are applied) then widens the new ranges as for a new
         # plot; in separate messages it widened after x alone and kept that margin.
+        t0 = time.perf_counter()
         with pn.io.hold():
             self._show_base(self._base_data())
+            t1 = time.perf_counter()
             self.update_overlay()  # _shown_key is None: it sends, over the new bounds
+            t2 = time.perf_counter()
             # the whole new image in view, and the reset tool returns to it
             fig.x_range.update(start=0, end=w, reset_start=0, reset_end=w)
             fig.y_range.update(start=0, end=h, reset_start=0, reset_end=h)
@@ -351,6 +354,12 @@ class Canvas:
                 self._width.args = {**self._width.args, "frame_width": fw}
             self.set_brush()
             self.sync_strokes(force=True)
+            t3 = time.perf_counter()
+        if timing_log.isEnabledFor(logging.DEBUG):  # the message is made as the hold ends
+            timing_log.debug("new image in the figure base=%.1f overlay=%.1f rest=%.1f "
+                             "message=%.1f ms shape=%s", 1000 * (t1 - t0), 1000 * (t2 - t1),
+                             1000 * (t3 - t2), 1000 * (time.perf_counter() - t3),
+                             "x".join(map(str, image.shape[:2])))
 
     def _overlay_hook(self, plot: Any, element: Any) -> None:
         self._overlay_glyph = plot.handles.get("glyph")
