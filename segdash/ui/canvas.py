@@ -317,8 +317,8 @@ class Canvas:
                 responsive=True, xaxis=None, yaxis=None, xlim=(0, w), ylim=(0, h),
                 default_tools=["pan", "wheel_zoom", "box_zoom", "reset"],
                 active_tools=["freehand_draw", "wheel_zoom"], toolbar="above",
+                hooks=[self._base_hook],
             ),
-            hv.opts.RGB(hooks=[self._base_hook]),
             hv.opts.Path(hooks=[self._hook]),
             hv.opts.Image(hooks=[self._overlay_hook]),
         )
@@ -327,10 +327,11 @@ class Canvas:
     def _show_in_figure(self, image: np.ndarray) -> None:
         """Show a new in-memory ``image`` in the figure already on the page.
 
-        Rendering a new HoloViews plot into a Bokeh figure takes ~180 ms of the event loop
-        on a quiet machine and 0.5-1.9 s with 10 sessions (all Python model building); the
-        same figure takes the new picture and overlay through its Pipes, and its ranges,
-        strokes and brush (with the new image's stroke stamp) directly.
+        Rendering a new HoloViews plot into a Bokeh figure took ~180 ms of the event loop
+        on a quiet machine and 0.5-2 s under load (all Python model building); the same
+        figure takes the new picture in its data source (:meth:`_show_base`), the overlay
+        through its Pipe, and its ranges, strokes and brush (with the new image's stroke
+        stamp) directly.
         """
         h, w = image.shape[:2]
         self._step = display_step(image.shape)
