@@ -197,12 +197,19 @@ def slow_updates(log: Path, top: int = 12) -> None:
 
     text = log.read_text()
     found = re.findall(r"page update took=([0-9.]+) ms cards=([0-9.]+) canvas=([0-9.]+) "
-                       r"names=(\S+)", text)
+                       r"names=(\S+)(?: slowest=(\w*):([0-9.]+))?", text)
     found.sort(key=lambda f: -float(f[0]))
     print(f"page updates holding the event loop > 50 ms: {len(found)}")
-    for took, cards, canvas, names in found[:top]:
-        print(f"  {float(took):7.0f} ms (cards {float(cards):.0f}, canvas {float(canvas):.0f})"
-              f"  {names[:120]}")
+    for took, cards, canvas, names, card, card_ms in found[:top]:
+        slowest = f", slowest {card} {float(card_ms):.0f}" if card else ""
+        print(f"  {float(took):7.0f} ms (cards {float(cards):.0f}{slowest}, canvas "
+              f"{float(canvas):.0f})  {names[:100]}")
+    shown = re.findall(r"new image in the figure base=([0-9.]+) overlay=([0-9.]+) "
+                       r"rest=([0-9.]+) message=([0-9.]+)", text)
+    for parts in shown:  # Canvas._show_in_figure: a new image in the figure on the page
+        base, overlay, rest, message = map(float, parts)
+        print(f"  new image in the same figure: picture {base:.0f}, overlay {overlay:.0f}, "
+              f"ranges+strokes {rest:.0f}, message {message:.0f} ms")
     sends = [float(v) for v in re.findall(r"overlay build=[0-9.]+ send=([0-9.]+)", text)]
     if sends:
         print(f"overlay updates: {len(sends)}, HoloViews/Bokeh update median "

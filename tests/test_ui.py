@@ -23,7 +23,7 @@ from segdash.io import render as render_module
 from segdash.io.render import display_range, overlay_rgb, to_display_rgb
 from segdash.ui import SegdashApp
 from segdash.ui import canvas as canvas_module
-from segdash.ui.canvas import CLASS_COL, COLOR_COL, FILL_COL, WIDTH_COL, frame_size
+from segdash.ui.canvas import CLASS_COL, COLOR_COL, FILL_COL, IMAGE_COL, WIDTH_COL, frame_size
 from segdash.ui.cards import (
     IMAGE_ACCEPT,
     MAX_UPLOAD_BYTES,
@@ -526,12 +526,13 @@ def test_plot_hook_maps_stroke_colour_and_width_columns(rendered):
 
 def test_brush_follows_the_selected_class_and_width(rendered):
     tool = rendered.canvas._tool
+    image = tool.default_overrides[IMAGE_COL]  # the stamp of the image shown
     assert tool.default_overrides == {CLASS_COL: 1, COLOR_COL: "#e69f00", WIDTH_COL: 5.0,
-                                      FILL_COL: False}
+                                      FILL_COL: False, IMAGE_COL: image}
     rendered.cards.classes.buttons.objects[1].clicks += 1
     rendered.cards.strokes.width_slider.value = 12
     assert tool.default_overrides == {CLASS_COL: 2, COLOR_COL: "#56b4e9", WIDTH_COL: 12.0,
-                                      FILL_COL: False}
+                                      FILL_COL: False, IMAGE_COL: image}
     assert "active" in rendered.cards.classes.buttons.objects[1].css_classes
 
 
@@ -564,6 +565,42 @@ def test_zoom_survives_overlay_updates(rendered):
     app.canvas.update_overlay()
     assert (figure.x_range.start, figure.x_range.end) == (10, 60)
     assert app.canvas.figure is figure  # the same figure, updated in place
+
+
+def test_a_new_image_of_another_size_is_shown_in_the_same_figure(rendered):
+    app = rendered
+    canvas, figure = app.canvas, app.canvas.figure
+    on_event_loop(lambda: (paint_two_classes(app), app.wait_idle(60)))
+    figure.x_range.start, figure.x_range.end = 10, 60  # zoomed in on the first image
+    stamp = canvas._tool.default_overrides[IMAGE_COL]
+    old = dict(canvas._source.data)  # what a browser still showing it would send
+    tall = np.zeros((200, 90), np.uint8)
+    tall[0, 0] = 255  # the top-left pixel white, the rest black
+    on_event_loop(lambda: app.segmenter.set_image(tall, "t.png"))
+    assert canvas.figure is figure
+    # the picture and the overlay span the new image, the zoom is reset to it
+    base = [r for r in figure.renderers if type(r.glyph).__name__ == "ImageRGBA"][0]
+    assert (base.data_source.data["dw"], base.data_source.data["dh"]) == ([90], [200])
+    packed = base.data_source.data["image"][0]  # RGBA as uint32, bottom row first
+    assert packed.shape == (200, 90) and packed.dtype == np.uint32
+    assert (packed[199, 0], packed[0, 0], packed[199, 1]) == (0xFFFFFFFF, 0xFF000000,
+                                                               0xFF000000)
+    assert canvas.base.data.shape[:2] == (200, 90)
+    glyph = canvas._overlay_glyph
+    assert [r for r in figure.renderers if r.glyph is glyph][0].data_source.data["dh"] == [200]
+    assert (figure.x_range.start, figure.x_range.end) == (0, 90)
+    assert (figure.y_range.reset_start, figure.y_range.reset_end) == (0, 200)
+    assert canvas._source.data["xs"] == [] and app.segmenter.strokes == []
+    # new strokes are stamped with the new image; the first image's are not taken (what
+    # the stream hands the canvas when the browser sends them)
+    assert canvas._tool.default_overrides[IMAGE_COL] != stamp
+    canvas._on_stream(canvas._plot_id, data=old)
+    assert app.segmenter.strokes == [] and canvas._source.data["xs"] == []
+    data = browser_data(app, [([5, 80], [100, 100], 1, 3.0)])
+    data[IMAGE_COL] = [canvas._tool.default_overrides[IMAGE_COL]]
+    canvas._on_stream(canvas._plot_id, data=data)
+    (stroke,) = app.segmenter.strokes  # in the new image's pixels
+    assert stroke.xs == (5, 80) and stroke.ys == pytest.approx((100, 100))
 
 
 def test_large_images_are_downsampled_for_display_only():

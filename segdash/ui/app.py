@@ -215,10 +215,13 @@ class SegdashApp(pn.viewable.Viewer):
         if self._closed or not names:
             return
         t0 = time.perf_counter()
+        slowest = (0.0, "")  # the card that took longest, for the timing log
         for card in self.cards:
             changed = names.intersection(card.watches)
             if changed:
+                c0 = time.perf_counter()
                 card.refresh(changed)
+                slowest = max(slowest, (time.perf_counter() - c0, type(card).__name__))
         t1 = time.perf_counter()
         changed = names.intersection(self.canvas.watches)
         if changed:
@@ -231,9 +234,10 @@ class SegdashApp(pn.viewable.Viewer):
         took = time.perf_counter() - t0
         if took > SLOW_UPDATE_S and timing_log.isEnabledFor(logging.DEBUG):
             # what holds the event loop (benchmarks/serve_load.py --timing lists these)
-            timing_log.debug("page update took=%.1f ms cards=%.1f canvas=%.1f names=%s",
-                             1000 * took, 1000 * (t1 - t0), 1000 * (t2 - t1),
-                             ",".join(sorted(names)))
+            timing_log.debug("page update took=%.1f ms cards=%.1f canvas=%.1f names=%s "
+                             "slowest=%s:%.1f", 1000 * took, 1000 * (t1 - t0),
+                             1000 * (t2 - t1), ",".join(sorted(names)), slowest[1],
+                             1000 * slowest[0])
 
     def _show_state(self, names: set[str]) -> None:
         seg = self.segmenter

@@ -21,6 +21,10 @@ the segmentation, the uncertainty or one class's probability, as the Results car
 settings say. It is sent as palette indices (:class:`~segdash.ui.display.Overlay`: a byte a
 pixel) shown through a Bokeh colour mapper holding the palette, drawn at the overlay's
 opacity (the glyph's alpha): a quarter of the bytes of RGBA to make, send and decode.
+HoloViews renders the picture and the overlay first; later ones (a new result, new display
+settings, a new in-memory image) are written to the rendered glyphs' data sources directly,
+which costs the event loop a few milliseconds instead of HoloViews' 50-150 ms under load.
+A new in-memory image keeps the figure (:meth:`Canvas.rebuild`).
 
 The plot fills the space the page gives it (it follows the window); a JavaScript callback
 widens the x or y range whenever the frame's size or the ranges change, so that image
@@ -66,6 +70,10 @@ FRAME_MAX_HEIGHT = 640
 #: Data source columns of a stroke besides ``xs`` and ``ys``.
 CLASS_COL, COLOR_COL, WIDTH_COL = "stroke_class", "stroke_color", "stroke_width"
 FILL_COL = "stroke_fill"
+#: The stroke column naming the image it was drawn on: the canvas's count of images shown,
+#: stamped by the brush in the browser (strokes of a previous image are not applied).
+IMAGE_COL = "stroke_image"
+STROKE_COLS = (CLASS_COL, COLOR_COL, WIDTH_COL, FILL_COL, IMAGE_COL)
 #: How eraser strokes show on the image.
 ERASER_COLOR = "#ffffff"
 #: Opacity of a fill stroke's inside (its edge is drawn like any stroke).
@@ -225,16 +233,26 @@ class Canvas:
         self.display: DisplaySettings | None = None
         self._pipe: hv.streams.Pipe | None = None
         self._base_pipe: hv.streams.Pipe | None = None
-        self.base: hv.RGB | None = None  # the image as shown (downsampled when large)
+        # the picture shown (downsampled when large) and its bounds (see base)
+        self._shown_base: tuple[np.ndarray, tuple] | None = None
+        self._base_source: Any = None  # the picture's Bokeh data source, once rendered
         self.figure: Any = None  # the Bokeh figure, once rendered
         self._source: Any = None
         self._tool: FreehandDrawTool | None = None
         self._drawn: list[_Row] = []
         self._range: hv.streams.RangeXY | None = None  # the view of a large image
         self._overlay_glyph: Any = None  # the overlay's Bokeh Image glyph, once rendered
+        self._overlay_source: Any = None  # and its data source
         # what the overlay shown was made from, but its opacity (see update_overlay)
         self._shown_key: tuple | None = None
         self._frame = (FRAME_MAX_WIDTH, FRAME_MAX_HEIGHT)
+        self._bounds: tuple[float, float, float, float] = (0, 0, 1, 1)  # the image's, in plot
+        self._width: CustomJSTransform | None = None  # stroke widths to screen pixels
+        # the image shown (its array, or a large image's source), the count of images shown
+        # (stamped on strokes: IMAGE_COL) and of plots built (their stroke streams)
+        self._image: Any = None
+        self._token = 0
+        self._plot_id = 0
 
     def refresh(self, names: set[str]) -> None:
         """Show what changed among the Segmenter's parameters ``names``."""
@@ -258,48 +276,134 @@ class Canvas:
     # -- building ---------------------------------------------------------------------
 
     def rebuild(self) -> None:
-        """A new plot for the Segmenter's current image (zoom resets: it is a new image)."""
-        image = self.segmenter.image
-        self.figure = self._source = self._tool = self._overlay_glyph = None
-        self._shown_key = None
+        """Show the Segmenter's current image (zoom resets: it is a new image).
+
+        An in-memory image following another one is shown in the plot already on the page
+        (:meth:`_show_in_figure`): the new picture, overlay, ranges and strokes are sent
+        to the existing Bokeh figure. A new plot is built only when there is none yet, or
+        when the new image or the one shown is a large image's viewport.
+        """
+        seg = self.segmenter
+        image = seg.image
+        self._image = image if image is not None else seg.source
+        self._token += 1  # strokes stamped before now belong to a previous image
+        self._shown_key = None  # the first overlay of a new image always sends
         self._drawn = []
+        if (image is not None and seg.source is None and self.figure is not None
+                and self._range is None and self._base_pipe is not None):
+            self._show_in_figure(image)
+            return
+        self.figure = self._source = self._tool = self._overlay_glyph = None
+        self._overlay_source = None
+        self._width = self._base_source = None
         self._range = None
-        if self.segmenter.source is not None:
+        self._plot_id += 1
+        if seg.source is not None:
             self._rebuild_viewport()
             return
         if image is None:
-            self._pipe = self._base_pipe = self.base = self.display = None
+            self._pipe = self._base_pipe = self._shown_base = self.display = None
             self.pane.object = None
             return
         h, w = image.shape[:2]
         self._step = display_step(image.shape)
-        bounds = (0, 0, w, h)
+        self._bounds = (0, 0, w, h)
         fw, fh = frame_size(image.shape)
+        self._frame = (fw, fh)
         self._base_pipe = hv.streams.Pipe(data=self._base_data())
-        base = hv.DynamicMap(partial(self._base_rgb, bounds=bounds), streams=[self._base_pipe])
-        self.base = hv.RGB(self._base_pipe.data, bounds=bounds)  # until the plot renders
+        base = hv.DynamicMap(self._base_rgb, streams=[self._base_pipe])
+        self._shown_base = (self._base_pipe.data, self._bounds)  # until it renders
         self._pipe = hv.streams.Pipe(data=self._overlay_data())
-        # the first update after a new plot always sends its overlay: skipping it (the
-        # same picture) left the page failing with "reference ... isn't known" after
-        # switching project images (tests/browser/test_projects.py)
-        self._shown_key = None
-        overlay = hv.DynamicMap(partial(_overlay_image, bounds=bounds), streams=[self._pipe])
-        path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL, FILL_COL])
+        overlay = hv.DynamicMap(self._overlay_image, streams=[self._pipe])
+        path = hv.Path([], vdims=list(STROKE_COLS))
         stream = hv.streams.FreehandDraw(source=path, num_objects=0)
-        stream.add_subscriber(partial(self._on_stream, image))
+        stream.add_subscriber(partial(self._on_stream, self._plot_id))
         plot = (base * overlay * path).opts(
             hv.opts.RGB(
                 responsive=True, xaxis=None, yaxis=None, xlim=(0, w), ylim=(0, h),
                 default_tools=["pan", "wheel_zoom", "box_zoom", "reset"],
                 active_tools=["freehand_draw", "wheel_zoom"], toolbar="above",
+                hooks=[self._base_hook],
             ),
-            hv.opts.Path(hooks=[partial(self._hook, fw)]),
+            hv.opts.Path(hooks=[self._hook]),
             hv.opts.Image(hooks=[self._overlay_hook]),
         )
         self.pane.object = plot
 
+    def _show_in_figure(self, image: np.ndarray) -> None:
+        """Show a new in-memory ``image`` in the figure already on the page.
+
+        Rendering a new HoloViews plot into a Bokeh figure took ~180 ms of the event loop
+        on a quiet machine and 0.5-2 s under load (all Python model building); the same
+        figure takes the new picture in its data source (:meth:`_show_base`), the overlay
+        through its Pipe, and its ranges, strokes and brush (with the new image's stroke
+        stamp) directly.
+        """
+        h, w = image.shape[:2]
+        self._step = display_step(image.shape)
+        self._bounds = (0, 0, w, h)
+        fw, fh = frame_size(image.shape)
+        self._frame = (fw, fh)
+        fig = self.figure
+        # One websocket message for all of it: the browser's _SQUARE_JS (run after the
+        # changes of one message are applied) then widens the new ranges as for a new
+        # plot; in separate messages it widened after x alone and kept that margin.
+        t0 = time.perf_counter()
+        with pn.io.hold():
+            self._show_base(self._base_data())
+            t1 = time.perf_counter()
+            self.update_overlay()  # _shown_key is None: it sends, over the new bounds
+            t2 = time.perf_counter()
+            # the whole new image in view, and the reset tool returns to it
+            fig.x_range.update(start=0, end=w, reset_start=0, reset_end=w)
+            fig.y_range.update(start=0, end=h, reset_start=0, reset_end=h)
+            if self._width is not None:
+                self._width.args = {**self._width.args, "frame_width": fw}
+            self.set_brush()
+            self.sync_strokes(force=True)
+            t3 = time.perf_counter()
+        if timing_log.isEnabledFor(logging.DEBUG):  # the message is made as the hold ends
+            timing_log.debug("new image in the figure base=%.1f overlay=%.1f rest=%.1f "
+                             "message=%.1f ms shape=%s", 1000 * (t1 - t0), 1000 * (t2 - t1),
+                             1000 * (t3 - t2), 1000 * (time.perf_counter() - t3),
+                             "x".join(map(str, image.shape[:2])))
+
     def _overlay_hook(self, plot: Any, element: Any) -> None:
         self._overlay_glyph = plot.handles.get("glyph")
+        self._overlay_source = plot.handles.get("source")
+
+    def _base_hook(self, plot: Any, element: Any) -> None:
+        self._base_source = plot.handles.get("source")
+
+    @property
+    def base(self) -> hv.RGB | None:
+        """The image as shown (downsampled when large, at its bounds in plot coordinates)."""
+        if self._shown_base is None:
+            return None
+        data, bounds = self._shown_base
+        return hv.RGB(data, bounds=bounds)
+
+    def _show_base(self, rgb: np.ndarray) -> None:
+        """Show ``rgb`` ((h, w, 3) uint8) over the image's bounds in the plot.
+
+        Once rendered, the picture's data source is written directly, packed as BokehJS's
+        ImageRGBA takes it (one uint32 a pixel, R in the low byte, bottom row first, as
+        HoloViews packs it): HoloViews' own update of a 1024² RGB (channel stacking and
+        range scans) held the event loop 70-150 ms at load 3-5, the packing ~10 ms.
+        """
+        self._shown_base = (rgb, self._bounds)
+        source = self._base_source
+        if source is None:  # not rendered yet: what the plot renders first
+            self._base_pipe.send(rgb)
+            return
+        h, w = rgb.shape[:2]
+        packed = np.empty((h, w, 4), np.uint8)
+        packed[..., :3] = rgb[::-1]
+        packed[..., 3] = 255
+        left, bottom, right, top = self._bounds
+        source.data = {"image": [packed.view(np.uint32).reshape(h, w)], "x": [left],
+                       "y": [bottom], "dw": [right - left], "dh": [top - bottom]}
+        self._base_pipe.update(data=rgb)  # what a later render of the plot shows
 
     def _base_data(self) -> np.ndarray:
         """The image as shown now: ``(h, w, 3)`` uint8 at display resolution."""
@@ -308,9 +412,12 @@ class Canvas:
         # the whole image's range: the downsampled copy looks like the image's files
         return self.display.rgb(downsample(seg.image, self._step))
 
-    def _base_rgb(self, data: np.ndarray, bounds: tuple[int, int, int, int]) -> hv.RGB:
-        self.base = hv.RGB(data, bounds=bounds)
-        return self.base
+    def _base_rgb(self, data: np.ndarray) -> hv.RGB:
+        self._shown_base = (data, self._bounds)
+        return hv.RGB(data, bounds=self._bounds)
+
+    def _overlay_image(self, data: Overlay) -> hv.Image:
+        return _overlay_image(data, self._bounds)
 
     def update_base(self) -> None:
         """Show the image again as the Segmenter's display settings say (same plot)."""
@@ -321,7 +428,7 @@ class Canvas:
             self.display = seg.display or self.display
             self._base_pipe.send(None)  # the viewport is made again, with the new settings
         elif self._base_pipe is not None and seg.image is not None:
-            self._base_pipe.send(self._base_data())
+            self._show_base(self._base_data())
 
     def _rebuild_viewport(self) -> None:
         """The plot of a large image: the browser gets the region in view at screen
@@ -333,7 +440,7 @@ class Canvas:
         self._frame = (fw, fh)
         self.display = seg.display or DisplaySettings.auto(source.sample())
         self._range = hv.streams.RangeXY()
-        self.base = None
+        self._shown_base = None
         self._base_pipe = hv.streams.Pipe(data=None)
         # the plot's size on screen: the pyramid level follows it (the plot follows the window)
         size = hv.streams.PlotSize()
@@ -342,16 +449,16 @@ class Canvas:
         self._pipe = hv.streams.Pipe(data=None)
         overlay = hv.DynamicMap(self._overlay_element, streams=[self._pipe])
         self._range.add_subscriber(self._on_range)
-        path = hv.Path([], vdims=[CLASS_COL, COLOR_COL, WIDTH_COL, FILL_COL])
+        path = hv.Path([], vdims=list(STROKE_COLS))
         stream = hv.streams.FreehandDraw(source=path, num_objects=0)
-        stream.add_subscriber(partial(self._on_stream, source))
+        stream.add_subscriber(partial(self._on_stream, self._plot_id))
         plot = (base * overlay * path).opts(
             hv.opts.RGB(
                 responsive=True, xaxis=None, yaxis=None, xlim=(0, w), ylim=(0, h),
                 default_tools=["pan", "wheel_zoom", "box_zoom", "reset"],
                 active_tools=["freehand_draw", "wheel_zoom"], toolbar="above",
             ),
-            hv.opts.Path(hooks=[partial(self._hook, fw)]),
+            hv.opts.Path(hooks=[self._hook]),
         )
         self.pane.object = plot
         seg.set_view(0, h, 0, w)
@@ -377,8 +484,8 @@ class Canvas:
         if view.step > 1:
             region = area_average(region, view.step)
         shown = self.display.rgb(region)
-        self.base = hv.RGB(shown, bounds=view.bounds)
-        return self.base
+        self._shown_base = (shown, view.bounds)
+        return hv.RGB(shown, bounds=view.bounds)
 
     def _overlay_element(self, data: Any = None) -> hv.Image:
         view = self.viewport(*(self._range.x_range, self._range.y_range)
@@ -411,13 +518,17 @@ class Canvas:
         if self._pipe is not None:
             self._pipe.send(None)
 
-    def _hook(self, frame_width: int, plot: Any, element: Any) -> None:
+    def _hook(self, plot: Any, element: Any) -> None:
         fig = plot.state
         source = plot.handles["cds"]
         renderer = plot.handles["glyph_renderer"]
         tool = next((t for t in fig.tools if isinstance(t, FreehandDrawTool)), None)
-        width = field(WIDTH_COL, CustomJSTransform(
-            args={"xr": fig.x_range, "fig": fig, "frame_width": frame_width}, v_func=_WIDTH_JS))
+        # frame_width: the frame's width until the browser has laid it out (a new image in
+        # the same figure sets it again, _show_in_figure)
+        self._width = CustomJSTransform(
+            args={"xr": fig.x_range, "fig": fig, "frame_width": self._frame[0]},
+            v_func=_WIDTH_JS)
+        width = field(WIDTH_COL, self._width)
         for glyph in (renderer.glyph, renderer.selection_glyph, renderer.nonselection_glyph,
                       renderer.muted_glyph, renderer.hover_glyph):
             if glyph is not None and hasattr(glyph, "line_color"):
@@ -454,7 +565,7 @@ class Canvas:
         brush = self._brush()
         self._tool.default_overrides = {
             CLASS_COL: int(brush.class_id), COLOR_COL: brush.color, WIDTH_COL: float(brush.width),
-            FILL_COL: bool(brush.fill)}
+            FILL_COL: bool(brush.fill), IMAGE_COL: self._token}
 
     def _rows(self) -> list[_Row]:
         shape = self.segmenter.image_shape
@@ -483,6 +594,7 @@ class Canvas:
             COLOR_COL: [r[3] for r in rows],
             WIDTH_COL: [r[4] for r in rows],
             FILL_COL: [r[5] for r in rows],
+            IMAGE_COL: [self._token] * len(rows),
         }
         self._source.data = data
         if any(isinstance(v, np.ndarray) for v in self._source.data.values()):
@@ -490,11 +602,18 @@ class Canvas:
             # array matches []: the browser then fails with "invalid color array".
             self._source.data.update(data)
 
-    def _on_stream(self, image: Any, data: dict | None = None, **_: Any) -> None:
+    def _on_stream(self, plot_id: int, data: dict | None = None, **_: Any) -> None:
         seg = self.segmenter
-        shown = seg.image if seg.image is not None else seg.source
-        if image is not shown or data is None:
-            return  # a late event from the plot of a previous image
+        current = seg.image if seg.image is not None else seg.source
+        if plot_id != self._plot_id or current is not self._image or data is None:
+            # a late event from a replaced plot, or the Segmenter has opened another image
+            # that this canvas is about to show (rebuild): the strokes were drawn on another
+            return
+        if _stamped_otherwise(data, self._token):
+            # the browser's strokes of the previous image in this figure (a stroke drawn
+            # before the new image reached it): not this image's, and replaced there too
+            self.sync_strokes(force=True)
+            return
         try:
             self.on_draw(data)
         except (ValueError, TypeError) as exc:
@@ -587,12 +706,32 @@ class Canvas:
         data = self._overlay_data()
         t1 = time.perf_counter()
         self._shown_key = key
-        self._pipe.send(data)  # HoloViews -> Bokeh models; sent once the callback returns
+        self._send_overlay(data)  # Bokeh models; sent once the callback returns
         if timing_log.isEnabledFor(logging.DEBUG):
             timing_log.debug("overlay build=%.1f send=%.1f ms shape=%s dtype=%s end=%.3f",
                              1000 * (t1 - t0), 1000 * (time.perf_counter() - t1),
                              "x".join(map(str, data.indices.shape)), data.indices.dtype,
                              time.time())
+
+    def _send_overlay(self, data: Overlay) -> None:
+        """Show ``data`` over the image's bounds.
+
+        Once rendered, the overlay glyph's data source, colour mapper and alpha are set
+        directly, as HoloViews sets them for :func:`_overlay_image` (indices bottom row
+        first, the mapper's range ``-0.5 .. n - 0.5``): HoloViews' update of an element
+        took 50-145 ms of the event loop at load 5-7, for a 1x1 overlay too.
+        """
+        source, glyph = self._overlay_source, self._overlay_glyph
+        if source is None or glyph is None:  # not rendered yet: what the plot renders first
+            self._pipe.send(data)
+            return
+        left, bottom, right, top = self._bounds
+        glyph.color_mapper.update(palette=list(data.palette), low=-0.5,
+                                  high=len(data.palette) - 0.5)
+        glyph.global_alpha = float(data.opacity)
+        source.data = {"image": [np.ascontiguousarray(data.indices[::-1])], "x": [left],
+                       "y": [bottom], "dw": [right - left], "dh": [top - bottom]}
+        self._pipe.update(data=data)  # what a later render of the plot shows
 
     @property
     def overlay(self) -> np.ndarray | None:
@@ -631,6 +770,13 @@ def _same(a: Any, b: Any) -> bool:
         return bool(a == b)
     except (TypeError, ValueError):
         return False
+
+
+def _stamped_otherwise(data: dict, token: int) -> bool:
+    """Whether the browser's stroke ``data`` holds a stroke stamped with another image than
+    ``token`` (:data:`IMAGE_COL`; unstamped strokes count as this image's)."""
+    stamps = data.get(IMAGE_COL)
+    return stamps is not None and any(not _missing(s) and int(s) != token for s in stamps)
 
 
 def _browser_rows(data: dict, brush: Callable[[], Brush]) -> list[_Row]:

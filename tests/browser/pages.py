@@ -98,6 +98,25 @@ BASE_JS = """() => {""" + _JS_LIB + """
   return {shape: img.shape, mean: [r / n, g / n, b / n], grey: grey, checksum: sum};
 }"""
 
+# The plot with the freehand tool: its Bokeh model id, frame size (screen px) and ranges,
+# and where its image (first ImageRGBA) and overlay (the Image) glyphs are: their data's
+# shape [rows, columns] and extent x, y, dw, dh (plot data units: image pixels).
+PLOT_JS = """() => {""" + _JS_LIB + """
+  const v = Bokeh.index.query_one((v) => v.model.toolbar != null
+    && v.model.toolbar.tools.some((t) => t.type === 'FreehandDrawTool'));
+  if (v == null) return null;
+  const glyph = (g) => {
+    if (g == null) return null;
+    const ds = g.model.data_source, img = col(ds, 'image')[0];
+    return {shape: img.shape, x: col(ds, 'x')[0], y: col(ds, 'y')[0],
+            dw: col(ds, 'dw')[0], dh: col(ds, 'dh')[0]};
+  };
+  const r = (range) => [range.start, range.end, range.reset_start, range.reset_end];
+  return {id: v.model.id, frame: [v.frame.bbox.width, v.frame.bbox.height],
+          x_range: r(v.model.x_range), y_range: r(v.model.y_range),
+          base: glyph(views('ImageRGBA')[0]), overlay: glyph(overlayView())};
+}"""
+
 # Marks the overlay image now shown (a new one is another array object), returns its count.
 MARK_OVERLAY_JS = """() => {""" + _JS_LIB + """
   const v = overlayView();
@@ -239,6 +258,21 @@ def wait_overlay_colours(page: Page, n: int, timeout: float = 30_000) -> dict:
     return overlay(page)
 
 
+def plot(page: Page) -> dict | None:
+    """The plot's figure id, frame, ranges and image and overlay extents (see ``PLOT_JS``)."""
+    return page.evaluate(PLOT_JS)
+
+
+def wait_plot_of(page: Page, height: int, width: int, timeout: float = 30_000) -> dict:
+    """Wait until the plot shows an image of ``height`` x ``width`` pixels (its picture
+    and its overlay both span it); return :func:`plot`."""
+    page.wait_for_function(
+        f"""(() => {{ const p = ({PLOT_JS})();
+          const spans = (g) => g != null && g.dw === {width} && g.dh === {height};
+          return p != null && spans(p.base) && spans(p.overlay); }})()""", timeout=timeout)
+    return plot(page)
+
+
 def mark_overlay(page: Page) -> None:
     """Remember the overlay now shown, for :func:`wait_new_overlay`."""
     page.evaluate(MARK_OVERLAY_JS)
@@ -373,6 +407,14 @@ class HeldSocket:
             before = len(self.held)
             page.wait_for_timeout(quiet_ms)  # messages reach us while Playwright waits
         return len(self.held)
+
+    def wait_held_text(self, page: Page, text: str, timeout: float = 30.0) -> None:
+        """Wait until a held message holds ``text`` (as sent: JSON, HTML-escaped)."""
+        deadline = time.monotonic() + timeout
+        while not any(isinstance(m, str) and text in m for m in self.held):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no held message holds {text!r}")
+            page.wait_for_timeout(50)  # messages reach us while Playwright waits
 
     def release(self) -> None:
         self.holding = False

@@ -21,25 +21,28 @@ from .pages import (
     BLUE,
     ORANGE,
     STROKES_JS,
+    HeldSocket,
     choose_class,
     download,
     open_app,
     paint,
+    plot,
     strokes,
     wait_overlay_colours,
+    wait_plot_of,
     wait_status,
 )
 
 SIZE = (120, 160)  # rows, columns
 
 
-def scene(offset: int, seed: int) -> np.ndarray:
+def scene(offset: int, seed: int, size: tuple[int, int] = SIZE) -> np.ndarray:
     """Class 1 on the left half, class 2 (50 grey levels brighter) on the right; ``offset``
     brightens both: a model trained on a dark scene alone calls a bright scene's left half
     class 2."""
     rng = np.random.default_rng(seed)
-    img = rng.normal(0, 4, SIZE) + 60 + offset
-    img[:, SIZE[1] // 2:] += 50
+    img = rng.normal(0, 4, size) + 60 + offset
+    img[:, size[1] // 2:] += 50
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -72,12 +75,17 @@ def wait_accuracy(page, low: float, high: float = 1.01, timeout: float = 60_000)
     return accuracy(page)
 
 
-def paint_both(page) -> None:
-    h = SIZE[0]
+def paint_both(page, size: tuple[int, int] = SIZE) -> None:
+    """Class 1 in the left half, class 2 in the right half of an image of ``size``."""
+    h, w = size
+
+    def at(*fractions: tuple[float, float]) -> list[tuple[int, int]]:
+        return [(round(fx * w), round(fy * h)) for fx, fy in fractions]
+
     choose_class(page, "class 1", 1)
-    paint(page, [(10, 30), (60, 30), (60, 90)], h)
+    paint(page, at((1 / 16, 1 / 4), (3 / 8, 1 / 4), (3 / 8, 3 / 4)), h)
     choose_class(page, "class 2", 2)
-    paint(page, [(100, 30), (150, 30), (150, 90)], h)
+    paint(page, at((5 / 8, 1 / 4), (15 / 16, 1 / 4), (15 / 16, 3 / 4)), h)
 
 
 def wait_strokes(page, n: int) -> None:
@@ -158,6 +166,80 @@ def test_a_model_trained_on_two_images_of_a_folder_survives_reload_and_restart(
         right = np.zeros(SIZE, np.uint8) + 1
         right[:, SIZE[1] // 2:] = 2
         assert all((lab == right).mean() > 0.9 for lab in labels.values())
+    finally:
+        stop_server(proc)
+    assert [e for e in console if "Failed to load resource" not in e[1]
+            and "fonts.googleapis" not in e[2]] == []
+
+
+TALL = (200, 90)  # rows, columns: another size and aspect than SIZE
+
+
+def test_an_image_of_another_size_is_shown_in_the_same_figure_with_its_own_strokes(
+        page, tmp_path, console):
+    """Switching project images keeps the Bokeh figure (no new plot to build on the
+    server's event loop), and everything in it follows the new image: picture, overlay,
+    ranges, reset, strokes and their coordinates; a stroke drawn on the previous image
+    after the server switched is not applied to the new one."""
+    Image.fromarray(scene(0, 1)).save(tmp_path / "a_wide.png")
+    Image.fromarray(scene(0, 4, TALL)).save(tmp_path / "b_tall.png")
+    socket = HeldSocket(page)
+    proc, url = start_server(str(tmp_path), log_path=tmp_path / "serve.log")
+    try:
+        open_app(page, url)
+        first = wait_plot_of(page, *SIZE)
+        paint_both(page)
+        wait_status(page, r"trained random_forest on the painted pixels of 1 image")
+        assert wait_accuracy(page, 0.9) > 0.9
+
+        switch_to(page, "b_tall.png")
+        tall = wait_plot_of(page, *TALL)  # picture and overlay over 90 x 200
+        assert tall["id"] == first["id"]  # the same figure
+        assert tall["base"]["shape"] == [200, 90] and tall["overlay"]["shape"] == [200, 90]
+        wait_strokes(page, 0)
+        assert strokes(page) == []
+        # the whole new image in view, with square pixels, and the reset tool returns to it
+        (x0, x1, *x_reset), (y0, y1, *y_reset) = (plot(page)[k] for k in ("x_range",
+                                                                           "y_range"))
+        fw, fh = tall["frame"]
+        assert x0 <= 0 and x1 >= 90 and y0 <= 0 and y1 >= 200
+        assert (x1 - x0) / fw == pytest.approx((y1 - y0) / fh, rel=0.02)
+        assert min(x1 - x0 - 90, y1 - y0 - 200) == pytest.approx(0, abs=0.5)
+        assert (x_reset, y_reset) == ([0, 90], [0, 200])
+        assert wait_accuracy(page, 0.9) > 0.9  # labelled by the wide image's model
+
+        paint_both(page, TALL)
+        wait_status(page, r"of 2 image\(s\)")
+        assert wait_accuracy(page, 0.9) > 0.9
+        assert plot(page)["base"]["dh"] == 200  # overlay updates leave the picture as it is
+        entry(page, "b_tall.png: 90x200, 2 stroke(s)").wait_for()
+        entry(page, "a_wide.png: 160x120, 2 stroke(s)").wait_for()
+        painted = Project.load(tmp_path / "segdash-project.json").strokes(1)
+        # in the tall image's pixels (rows counted from its own top)
+        assert max(painted[1].xs) == pytest.approx(90 * 15 / 16, abs=2)
+        assert (min(painted[1].ys), max(painted[1].ys)) == (
+            pytest.approx(50, abs=2), pytest.approx(150, abs=2))
+
+        switch_to(page, "a_wide.png")
+        back = wait_plot_of(page, *SIZE)
+        assert back["id"] == first["id"]
+        wait_strokes(page, 2)
+        assert wait_accuracy(page, 0.9) > 0.9
+
+        # A stroke drawn on the wide image after the server has switched to the tall one
+        # (its answer held back, as a loaded server's is) belongs to neither.
+        socket.hold()
+        entry(page, "b_tall.png").click()
+        socket.wait_held_text(page, "opened b_tall.png")  # the server has switched
+        paint(page, [(20, 60), (140, 60)], SIZE[0])
+        page.wait_for_timeout(1000)  # the stroke reaches the server
+        socket.release()
+        wait_plot_of(page, *TALL)
+        wait_strokes(page, 2)  # the tall image's own
+        page.wait_for_timeout(1000)
+        entry(page, "b_tall.png: 90x200, 2 stroke(s)").wait_for()
+        saved = Project.load(tmp_path / "segdash-project.json")
+        assert [len(saved.strokes(i)) for i in range(2)] == [2, 2]
     finally:
         stop_server(proc)
     assert [e for e in console if "Failed to load resource" not in e[1]
