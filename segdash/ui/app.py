@@ -53,6 +53,19 @@ def user_message(exc: BaseException) -> str:
     return f"unexpected error ({type(exc).__name__}): {exc}"
 
 
+
+def _held() -> Any:
+    """``pn.io.hold()``: the page changes made inside go out as one message, in order with
+    every other held message of the page.
+
+    Panel writes a held message at once, or, while the socket is still writing an earlier
+    one, on a later turn of the loop; a change made outside a hold goes by Bokeh's own path
+    and can be written first. The canvas holds its changes of a new image together (both
+    ranges in one message, for the square-pixel script), so every page change of the app
+    is held too: none overtakes another.
+    """
+    return pn.io.hold()
+
 class SegdashApp(pn.viewable.Viewer):
     """The segdash dashboard for one browser session.
 
@@ -216,21 +229,26 @@ class SegdashApp(pn.viewable.Viewer):
             return
         t0 = time.perf_counter()
         slowest = (0.0, "")  # the card that took longest, for the timing log
-        for card in self.cards:
-            changed = names.intersection(card.watches)
+        # One message for the whole refresh, sent by Panel's held-events path like every
+        # page change of the app (see _held): Bokeh's own path sends each change as soon
+        # as the socket is free and overtook a held message Panel was still waiting to
+        # write (a new image's empty overlay arrived after its result and stayed).
+        with _held():
+            for card in self.cards:
+                changed = names.intersection(card.watches)
+                if changed:
+                    c0 = time.perf_counter()
+                    card.refresh(changed)
+                    slowest = max(slowest, (time.perf_counter() - c0, type(card).__name__))
+            t1 = time.perf_counter()
+            changed = names.intersection(self.canvas.watches)
             if changed:
-                c0 = time.perf_counter()
-                card.refresh(changed)
-                slowest = max(slowest, (time.perf_counter() - c0, type(card).__name__))
-        t1 = time.perf_counter()
-        changed = names.intersection(self.canvas.watches)
-        if changed:
-            self.canvas.refresh(changed)
-        t2 = time.perf_counter()
-        changed = names.intersection(self.guide.watches)
-        if changed:
-            self.guide.refresh(changed)
-        self._show_state(names)
+                self.canvas.refresh(changed)
+            t2 = time.perf_counter()
+            changed = names.intersection(self.guide.watches)
+            if changed:
+                self.guide.refresh(changed)
+            self._show_state(names)
         took = time.perf_counter() - t0
         if took > SLOW_UPDATE_S and timing_log.isEnabledFor(logging.DEBUG):
             # what holds the event loop (benchmarks/serve_load.py --timing lists these)
@@ -263,10 +281,12 @@ class SegdashApp(pn.viewable.Viewer):
                      fill=strokes.tool == "fill")
 
     def _on_brush(self, *events: param.parameterized.Event) -> None:
-        self.canvas.set_brush()
+        with _held():
+            self.canvas.set_brush()
 
     def _on_overlay_view(self, *events: param.parameterized.Event) -> None:
-        self.canvas.update_overlay()
+        with _held():
+            self.canvas.update_overlay()
 
     # -- messages ---------------------------------------------------------------------
 
