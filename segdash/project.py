@@ -41,7 +41,7 @@ from .errors import ProjectConflictError, ProjectError
 from .io.naming import is_image_name
 from .io.pyramid import Pyramid, default_downsample, is_large, open_large, pyramid_of
 from .io.read import read_frame as _read_frame
-from .io.read import read_frame_untrusted, read_untrusted, sniff_format
+from .io.read import read_frame_untrusted, read_untrusted, received_file, sniff_format
 from .io.render import DisplaySettings
 from .io.sources import open_source
 from .model import (
@@ -640,11 +640,7 @@ class Project:
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).name).strip("._") or "image"
         if isinstance(data, Path):
             return self._add_upload_file(data, name, memory_bytes)
-        # Bytes take the same sandboxed path as a file received on disk: no native decoder
-        # runs in this process on them either.
-        with tempfile.TemporaryDirectory(prefix="segdash-upload-") as tmp:
-            received = Path(tmp) / "received"
-            received.write_bytes(data)
+        with received_file(data) as received:
             return self._add_upload_file(received, name, memory_bytes)
 
     def _add_upload_file(self, path: Path, name: str, memory_bytes: int | None

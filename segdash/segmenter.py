@@ -29,7 +29,7 @@ from .history import EditHistory
 from .importance import DEFAULT_KEEP, Importance, feature_importance, useful_settings
 from .io.naming import result_name
 from .io.pyramid import Pyramid, default_downsample, is_large, pyramid_of
-from .io.read import read_untrusted
+from .io.read import read_untrusted, received_file
 from .io.render import DisplaySettings, overlay_rgb, value_bounds
 from .io.write import encode, proba_bytes, write_labels, write_png
 from .model import (
@@ -295,10 +295,8 @@ class Segmenter(param.Parameterized):
         ImageError
             Not a readable PNG, JPEG or TIFF image, or too large for the limits.
         """
-        with tempfile.TemporaryDirectory(prefix="segdash-upload-") as tmp:
-            received = Path(tmp) / "received"
-            received.write_bytes(data)
-            self.open_upload(received, filename, tmp)
+        with received_file(data) as received:
+            self.open_upload(received, filename, received.parent)
 
     def _open_decoded(self, image: np.ndarray, name: str) -> None:
         """Open a decoded upload: whole, or tile by tile at a working resolution when it

@@ -15,12 +15,15 @@ never runs a native decoder on the upload's bytes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import re
+import tempfile
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -407,6 +410,17 @@ def _decode_to_npy(payload: bytes) -> dict:
         arr, frames = read_frame(job["source"], int(job["frame"]), int(job["max_pixels"]))
     np.save(job["target"], arr, allow_pickle=False)
     return {"shape": list(arr.shape), "dtype": arr.dtype.str, "frames": frames}
+
+
+@contextlib.contextmanager
+def received_file(data: bytes) -> Iterator[Path]:
+    """``data`` as a file in a private temporary folder, removed afterwards: bytes handed
+    to the Python API take the path of an upload received on disk (:func:`read_untrusted`),
+    so no decoder runs on them in this process either."""
+    with tempfile.TemporaryDirectory(prefix="segdash-upload-") as tmp:
+        path = Path(tmp) / "received"
+        path.write_bytes(data)
+        yield path
 
 
 def read_untrusted(path: str | Path, out: str | Path, name: str | None = None,

@@ -400,10 +400,15 @@ class Canvas:
         packed = np.empty((h, w, 4), np.uint8)
         packed[..., :3] = rgb[::-1]
         packed[..., 3] = 255
-        left, bottom, right, top = self._bounds
-        source.data = {"image": [packed.view(np.uint32).reshape(h, w)], "x": [left],
-                       "y": [bottom], "dw": [right - left], "dh": [top - bottom]}
+        source.data = self._image_source(packed.view(np.uint32).reshape(h, w))
         self._base_pipe.update(data=rgb)  # what a later render of the plot shows
+
+    def _image_source(self, image: np.ndarray) -> dict[str, list]:
+        """An image glyph's data source columns for ``image`` (bottom row first) over the
+        image's bounds."""
+        left, bottom, right, top = self._bounds
+        return {"image": [image], "x": [left], "y": [bottom], "dw": [right - left],
+                "dh": [top - bottom]}
 
     def _base_data(self) -> np.ndarray:
         """The image as shown now: ``(h, w, 3)`` uint8 at display resolution."""
@@ -725,12 +730,10 @@ class Canvas:
         if source is None or glyph is None:  # not rendered yet: what the plot renders first
             self._pipe.send(data)
             return
-        left, bottom, right, top = self._bounds
         glyph.color_mapper.update(palette=list(data.palette), low=-0.5,
                                   high=len(data.palette) - 0.5)
         glyph.global_alpha = float(data.opacity)
-        source.data = {"image": [np.ascontiguousarray(data.indices[::-1])], "x": [left],
-                       "y": [bottom], "dw": [right - left], "dh": [top - bottom]}
+        source.data = self._image_source(np.ascontiguousarray(data.indices[::-1]))
         self._pipe.update(data=data)  # what a later render of the plot shows
 
     @property
