@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from segdash.ui.samples import DEFAULT_SAMPLE, load_sample
 
@@ -218,7 +219,16 @@ def paint_two_classes(page: Page) -> float:
 def wait_status(page: Page, pattern: str, timeout: float = 60_000) -> str:
     """Wait until the status line matches ``pattern`` (a regex); return its text."""
     locator = page.locator(".segdash-status pre", has_text=re.compile(pattern))
-    locator.wait_for(timeout=timeout)
+    try:
+        locator.wait_for(timeout=timeout)
+    except PlaywrightTimeout as exc:
+        # what the page shows instead, and the strokes it holds (a lost stroke or a
+        # stale status read differently)
+        shown = page.locator(".segdash-status pre").all_inner_texts()
+        raise AssertionError(f"status never matched {pattern!r} in {timeout / 1000:.0f} s; "
+                             f"it reads {shown}; strokes {page.evaluate(STROKES_JS)}; "
+                             f"errors {page.locator('.segdash-error').all_inner_texts()}"
+                             ) from exc
     return locator.inner_text()
 
 
@@ -288,10 +298,29 @@ def bar_charts(page: Page) -> list[dict]:
     return page.evaluate(BARS_JS)
 
 
+# What a FileDownload's model holds: clicks (sent by the page), transfers (answered by the
+# server, each starts a download) and whether its link is disabled.
+DOWNLOAD_STATE_JS = """(label) => [...Bokeh.index.query((v) => v.model.type.endsWith('FileDownload')
+    && v.model.label === label)].map((v) => ({clicks: v.model.clicks,
+    transfers: v.model._transfers, disabled: v.model.disabled,
+    link_disabled: v.anchor_el.hasAttribute('disabled'), on_page: v.el.isConnected,
+    data_chars: (v.model.data || '').length}))"""
+
+
 def download(page: Page, label: str, folder: Path) -> Path:
-    """Click a download button and save the file in ``folder``; returns its path."""
-    with page.expect_download(timeout=60_000) as info:
-        page.locator(".bk-btn, button", has_text=label).first.click()
+    """Click a download button and save the file in ``folder``; returns its path.
+
+    When no download starts, the error says how far the click got: not counted by the page,
+    not answered by the server, or answered while the link was disabled.
+    """
+    before = page.evaluate(DOWNLOAD_STATE_JS, label)
+    try:
+        with page.expect_download(timeout=60_000) as info:
+            page.locator(".bk-btn, button", has_text=label).first.click()
+    except PlaywrightTimeout as exc:
+        after = page.evaluate(DOWNLOAD_STATE_JS, label)
+        raise AssertionError(f"no download from {label!r}: before the click {before}, "
+                             f"60 s after {after}") from exc
     target = folder / info.value.suggested_filename
     info.value.save_as(target)
     return target
